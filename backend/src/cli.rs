@@ -1,0 +1,388 @@
+//! The `postern` command line: `serve`, and user and client administration on the same store.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::clients::{check_client_id, check_redirect_uri, check_scopes};
+use crate::config::Config;
+use crate::http::now;
+use crate::password::Passwords;
+use crate::store::{Client, ClientSource, NewUser, Store, StoreError};
+use crate::users::{check_group, normalize_username};
+use crate::{server, tokens};
+
+/// Postern: a self-hosted OpenID Connect provider.
+#[derive(Debug, Parser)]
+#[command(name = "postern", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML); POSTERN_* environment variables override it.
+    #[arg(long, short, global = true, env = "POSTERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage clients (relying parties).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Read a secret from standard input and print its argon2id hash, for `secret_hash` in the config.
+    HashSecret,
+}
+
+/// `postern user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from a prompt, or from standard input when it is not a terminal.
+    Add {
+        /// Login name (case-insensitive; also the `sub` claim).
+        username: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Mark the e-mail address as verified.
+        #[arg(long)]
+        email_verified: bool,
+        /// Groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+    /// Set a user's password (prompt, or standard input).
+    SetPassword {
+        /// Login name.
+        username: String,
+    },
+    /// List users.
+    List,
+    /// Disable a user: no more logins, sessions end, tokens stop working.
+    Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Login name.
+        username: String,
+    },
+    /// Show a user's groups, or replace them with the ones given.
+    Groups {
+        /// Login name.
+        username: String,
+        /// New groups; none given prints the current ones.
+        groups: Vec<String>,
+        /// Remove every group.
+        #[arg(long, conflicts_with = "groups")]
+        clear: bool,
+    },
+}
+
+/// `postern client …`
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its generated secret once.
+    Add(ClientAdd),
+    /// List clients.
+    List,
+    /// Remove a client and every token issued to it.
+    Remove {
+        /// Client id.
+        id: String,
+    },
+}
+
+/// Arguments of `postern client add`.
+#[derive(Debug, Args)]
+pub struct ClientAdd {
+    /// Client id.
+    pub id: String,
+    /// Exact redirect URI (repeat for several).
+    #[arg(long = "redirect-uri", required = true)]
+    pub redirect_uris: Vec<String>,
+    /// Exact post-logout redirect URI (repeat for several).
+    #[arg(long = "post-logout-redirect-uri")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Name shown on the login page.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A public client (no secret, PKCE mandatory).
+    #[arg(long)]
+    pub public: bool,
+    /// Allowed scopes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "openid,profile,email,groups")]
+    pub scopes: Vec<String>,
+    /// Always include the user's groups in tokens and userinfo.
+    #[arg(long)]
+    pub groups_claim: bool,
+    /// Allow authorization requests without PKCE (confidential legacy clients only).
+    #[arg(long)]
+    pub no_pkce: bool,
+    /// Do not issue refresh tokens.
+    #[arg(long)]
+    pub no_refresh_tokens: bool,
+    /// Print a `jupyterhub_config.py` block for GenericOAuthenticator.
+    #[arg(long)]
+    pub jupyterhub: bool,
+    /// With --jupyterhub: Postern groups allowed to use the Hub (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "jupyterhub")]
+    pub allowed_groups: Vec<String>,
+    /// With --jupyterhub: Postern groups whose members are Hub admins (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "jupyterhub")]
+    pub admin_groups: Vec<String>,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    match cli.command {
+        Command::Serve => server::serve(config).await,
+        Command::HashSecret => {
+            let secret = read_secret("Secret")?;
+            println!("{}", passwords(&config)?.hash_now(&secret));
+            Ok(())
+        }
+        Command::User(command) => user(&config, command).await,
+        Command::Client(command) => client(&config, command).await,
+    }
+}
+
+fn passwords(config: &Config) -> anyhow::Result<Passwords> {
+    Passwords::new(&config.argon2).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))
+}
+
+/// Reads a secret: from a hidden prompt (asked twice) on a terminal, else one line of standard input.
+fn read_secret(what: &str) -> anyhow::Result<String> {
+    let secret = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("{what}: "))?;
+        let second = rpassword::prompt_password(format!("{what} again: "))?;
+        if first != second {
+            bail!("the two entries differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if secret.chars().count() < 8 {
+        bail!("{what} must be at least 8 characters");
+    }
+    Ok(secret)
+}
+
+fn check_groups(groups: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for group in groups.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+        check_group(group).map_err(anyhow::Error::msg)?;
+        out.push(group.to_owned());
+    }
+    Ok(out)
+}
+
+fn not_found(e: StoreError, username: &str) -> anyhow::Error {
+    match e {
+        StoreError::NotFound(_) => anyhow::anyhow!("no user named {username}"),
+        other => other.into(),
+    }
+}
+
+async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+    let store = server::open_store(config).await?;
+    match command {
+        UserCommand::Add { username, name, email, email_verified, groups } => {
+            let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
+            let groups = check_groups(&groups)?;
+            let password = read_secret("Password")?;
+            let password_hash = passwords(config)?.hash(password).await;
+            let user = NewUser {
+                display_name: name.unwrap_or_else(|| username.clone()),
+                username,
+                email,
+                email_verified,
+                groups,
+                password_hash,
+            };
+            match store.create_user(user, now()).await {
+                Ok(user) => println!("created user {}", user.username),
+                Err(StoreError::Conflict(_)) => bail!("a user with that name already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        UserCommand::SetPassword { username } => {
+            let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
+            let password = read_secret("Password")?;
+            let hash = passwords(config)?.hash(password).await;
+            store.set_password(&username, &hash).await.map_err(|e| not_found(e, &username))?;
+            println!("password of {username} changed");
+        }
+        UserCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<24} {:<24} {:<32} {:<8} GROUPS", "USERNAME", "NAME", "EMAIL", "STATUS")?;
+            for u in store.list_users().await? {
+                let status = if u.disabled { "disabled" } else { "active" };
+                let email = u.email.as_deref().unwrap_or("-");
+                writeln!(
+                    out,
+                    "{:<24} {:<24} {:<32} {:<8} {}",
+                    u.username,
+                    u.display_name,
+                    email,
+                    status,
+                    u.groups.join(",")
+                )?;
+            }
+        }
+        UserCommand::Disable { username } => {
+            let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
+            store.set_disabled(&username, true).await.map_err(|e| not_found(e, &username))?;
+            println!("disabled {username}");
+        }
+        UserCommand::Enable { username } => {
+            let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
+            store.set_disabled(&username, false).await.map_err(|e| not_found(e, &username))?;
+            println!("enabled {username}");
+        }
+        UserCommand::Groups { username, groups, clear } => {
+            let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
+            if !groups.is_empty() || clear {
+                let groups = check_groups(&groups)?;
+                store.set_groups(&username, &groups).await.map_err(|e| not_found(e, &username))?;
+            }
+            let user =
+                store.user_by_name(&username).await?.ok_or_else(|| anyhow::anyhow!("no user named {username}"))?;
+            println!("{}", user.groups.join(","));
+        }
+    }
+    Ok(())
+}
+
+async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
+    let store = server::open_store(config).await?;
+    match command {
+        ClientCommand::Add(args) => add_client(config, store.as_ref(), args).await?,
+        ClientCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<24} {:<24} {:<12} {:<7} REDIRECT URIS", "ID", "NAME", "TYPE", "SOURCE")?;
+            for c in store.list_clients().await? {
+                let kind = if c.public { "public" } else { "confidential" };
+                let source = if c.source == ClientSource::Config { "config" } else { "cli" };
+                writeln!(out, "{:<24} {:<24} {:<12} {:<7} {}", c.id, c.name, kind, source, c.redirect_uris.join(" "))?;
+            }
+        }
+        ClientCommand::Remove { id } => {
+            if config.clients.contains_key(&id) {
+                bail!("client {id} is declared in the configuration file; remove it there");
+            }
+            if !store.remove_client(&id).await? {
+                bail!("no client with id {id}");
+            }
+            println!("removed client {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn add_client(config: &Config, store: &dyn Store, args: ClientAdd) -> anyhow::Result<()> {
+    check_client_id(&args.id).map_err(anyhow::Error::msg)?;
+    for uri in args.redirect_uris.iter().chain(&args.post_logout_redirect_uris) {
+        check_redirect_uri(uri).map_err(anyhow::Error::msg)?;
+    }
+    check_scopes(&args.scopes).map_err(anyhow::Error::msg)?;
+    if args.public && args.no_pkce {
+        bail!("a public client must use PKCE");
+    }
+    let allowed_groups = check_groups(&args.allowed_groups)?;
+    let admin_groups = check_groups(&args.admin_groups)?;
+    if config.clients.contains_key(&args.id) || store.client(&args.id).await?.is_some() {
+        bail!("a client with id {} already exists", args.id);
+    }
+    let secret = (!args.public).then(tokens::random_token);
+    let secret_hash = match &secret {
+        Some(secret) => Some(passwords(config)?.hash(secret.clone()).await),
+        None => None,
+    };
+    let uses_groups = !allowed_groups.is_empty() || !admin_groups.is_empty();
+    let client = Client {
+        id: args.id.clone(),
+        name: args.name.clone().unwrap_or_else(|| if args.jupyterhub { "JupyterHub".into() } else { args.id.clone() }),
+        secret_hash,
+        redirect_uris: args.redirect_uris.clone(),
+        post_logout_redirect_uris: args.post_logout_redirect_uris.clone(),
+        scopes: args.scopes.clone(),
+        public: args.public,
+        groups_claim: args.groups_claim || uses_groups,
+        require_pkce: !args.no_pkce,
+        refresh_tokens: !args.no_refresh_tokens,
+        source: ClientSource::Cli,
+    };
+    store.upsert_client(&client, now()).await?;
+    println!("registered client {}", client.id);
+    if let Some(secret) = &secret {
+        println!("client secret (shown only now): {secret}");
+    }
+    if args.jupyterhub {
+        println!();
+        print!("{}", jupyterhub_snippet(config, &client, secret.as_deref(), &allowed_groups, &admin_groups));
+    }
+    Ok(())
+}
+
+fn python_set(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+    format!("{{{}}}", quoted.join(", "))
+}
+
+/// A `jupyterhub_config.py` block for GenericOAuthenticator that works when pasted.
+pub fn jupyterhub_snippet(
+    config: &Config,
+    client: &Client,
+    secret: Option<&str>,
+    allowed_groups: &[String],
+    admin_groups: &[String],
+) -> String {
+    let scopes: Vec<String> = client.scopes.iter().map(|s| format!("{s:?}")).collect();
+    let mut out = String::from("# jupyterhub_config.py: sign in through Postern\n");
+    out += "c.JupyterHub.authenticator_class = \"generic-oauth\"\n";
+    out += "c.GenericOAuthenticator.login_service = \"Postern\"\n";
+    out += &format!("c.GenericOAuthenticator.client_id = {:?}\n", client.id);
+    if let Some(secret) = secret {
+        out += &format!("c.GenericOAuthenticator.client_secret = {secret:?}\n");
+    }
+    out += &format!("c.GenericOAuthenticator.oauth_callback_url = {:?}\n", client.redirect_uris[0]);
+    out += &format!("c.GenericOAuthenticator.authorize_url = {:?}\n", config.endpoint("/authorize"));
+    out += &format!("c.GenericOAuthenticator.token_url = {:?}\n", config.endpoint("/token"));
+    out += &format!("c.GenericOAuthenticator.userdata_url = {:?}\n", config.endpoint("/userinfo"));
+    out += &format!("c.GenericOAuthenticator.scope = [{}]\n", scopes.join(", "));
+    out += "c.GenericOAuthenticator.username_claim = \"preferred_username\"\n";
+    if allowed_groups.is_empty() && admin_groups.is_empty() {
+        out += "# Every active Postern user may use this Hub; restrict with allowed_users or allowed_groups.\n";
+        out += "c.GenericOAuthenticator.allow_all = True\n";
+    } else {
+        out += "c.GenericOAuthenticator.manage_groups = True\n";
+        out += "c.GenericOAuthenticator.auth_state_groups_key = \"oauth_user.groups\"\n";
+        if allowed_groups.is_empty() {
+            out += "c.GenericOAuthenticator.allow_all = True\n";
+        } else {
+            out += &format!("c.GenericOAuthenticator.allowed_groups = {}\n", python_set(allowed_groups));
+        }
+        if !admin_groups.is_empty() {
+            out += &format!("c.GenericOAuthenticator.admin_groups = {}\n", python_set(admin_groups));
+        }
+    }
+    out += "# Refresh the user's Postern data before each spawn (needs JUPYTERHUB_CRYPT_KEY):\n";
+    out += "# c.GenericOAuthenticator.enable_auth_state = True\n";
+    out
+}

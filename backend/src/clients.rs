@@ -1,0 +1,107 @@
+//! Client registration rules, and the synchronisation of clients declared in the config file.
+
+use url::Url;
+
+use crate::claims::SUPPORTED_SCOPES;
+use crate::config::Config;
+use crate::password::Passwords;
+use crate::store::{Client, ClientSource, Store, StoreResult, Timestamp};
+
+/// Checks a client id: 1-64 characters of letters, digits, `.`, `_` and `-`.
+pub fn check_client_id(id: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err("a client id is 1-64 letters, digits, '.', '_' or '-'".into())
+    }
+}
+
+/// Checks a redirect URI: an absolute http(s) URL without fragment or credentials (RFC 6749 §3.1.2).
+pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!("`{uri}` must be an http or https URL"));
+    }
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err(format!("`{uri}` must not have a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{uri}` must not contain credentials"));
+    }
+    Ok(())
+}
+
+/// Checks a client's allowed scopes: known ones, `openid` among them.
+pub fn check_scopes(scopes: &[String]) -> Result<(), String> {
+    if let Some(unknown) = scopes.iter().find(|s| !SUPPORTED_SCOPES.contains(&s.as_str())) {
+        return Err(format!("unknown scope `{unknown}` (known: {})", SUPPORTED_SCOPES.join(", ")));
+    }
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err("must include `openid`".into());
+    }
+    Ok(())
+}
+
+/// Makes the store's config-declared clients match the file: creates, updates and removes.
+pub async fn sync_config_clients(
+    store: &dyn Store,
+    config: &Config,
+    passwords: &Passwords,
+    now: Timestamp,
+) -> StoreResult<()> {
+    for (id, declared) in &config.clients {
+        let existing = store.client(id).await?;
+        if existing.as_ref().is_some_and(|c| c.source == ClientSource::Cli) {
+            tracing::warn!(client_id = %id, "the configuration file replaces a client registered with the CLI");
+        }
+        let secret_hash = match (&declared.secret, &declared.secret_hash) {
+            (_, Some(hash)) => Some(hash.clone()),
+            (Some(secret), None) => {
+                // Keep the stored hash when it still matches, so a restart does not re-hash every secret.
+                let stored = existing.as_ref().and_then(|c| c.secret_hash.clone());
+                match stored {
+                    Some(hash) if passwords.verify(secret.clone(), Some(hash.clone())).await => Some(hash),
+                    _ => Some(passwords.hash(secret.clone()).await),
+                }
+            }
+            (None, None) => None,
+        };
+        let client = Client {
+            id: id.clone(),
+            name: declared.name.clone().unwrap_or_else(|| id.clone()),
+            secret_hash,
+            redirect_uris: declared.redirect_uris.clone(),
+            post_logout_redirect_uris: declared.post_logout_redirect_uris.clone(),
+            scopes: declared.scopes.clone(),
+            public: declared.public,
+            groups_claim: declared.groups_claim,
+            require_pkce: declared.require_pkce,
+            refresh_tokens: declared.refresh_tokens,
+            source: ClientSource::Config,
+        };
+        store.upsert_client(&client, now).await?;
+    }
+    for client in store.list_clients().await? {
+        if client.source == ClientSource::Config && !config.clients.contains_key(&client.id) {
+            tracing::info!(client_id = %client.id, "removing a client no longer in the configuration file");
+            store.remove_client(&client.id).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        assert!(check_redirect_uri("https://hub.example:8443/hub/oauth_callback").is_ok());
+        assert!(check_redirect_uri("https://hub.example/cb#frag").is_err());
+        assert!(check_redirect_uri("https://user@hub.example/cb").is_err());
+        assert!(check_redirect_uri("javascript:alert(1)").is_err());
+        assert!(check_redirect_uri("/relative").is_err());
+    }
+}

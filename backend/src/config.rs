@@ -1,0 +1,308 @@
+//! Configuration: one TOML file plus `POSTERN_*` environment overrides, validated once at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use url::Url;
+
+use crate::keys::Algorithm;
+
+/// Environment variable prefix; nested keys are separated by `__`
+/// (`POSTERN_TOKENS__SIGNING_ALG`, `POSTERN_CLIENTS__JUPYTERHUB__SECRET`).
+pub const ENV_PREFIX: &str = "POSTERN_";
+
+/// Everything Postern reads from its configuration file and environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public URL of this provider, exactly as relying parties see it (scheme, host, port, path).
+    pub issuer: Url,
+    /// Address the HTTP server binds to.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Path of the SQLite database file.
+    #[serde(default = "defaults::database")]
+    pub database: PathBuf,
+    /// Public URL of the login UI; the issuer when the UI is served by Postern itself.
+    #[serde(default)]
+    pub ui_url: Option<Url>,
+    /// Token lifetimes and signing.
+    #[serde(default)]
+    pub tokens: TokenConfig,
+    /// The browser's single-sign-on session.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// Password hashing cost.
+    #[serde(default)]
+    pub argon2: Argon2Config,
+    /// Relying parties declared in the file, keyed by client id.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientConfig>,
+}
+
+/// Token lifetimes (seconds) and the id_token signing algorithm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// JWS algorithm for id_tokens: RS256, ES256 or EdDSA.
+    pub signing_alg: Algorithm,
+    /// Lifetime of access tokens and id_tokens.
+    pub access_token_lifetime: u64,
+    /// Lifetime of a refresh token; every rotation starts a new one.
+    pub refresh_token_lifetime: u64,
+    /// Lifetime of an authorization code (at most 60).
+    pub code_lifetime: u64,
+    /// How long the login page may take to complete a pending authorization request.
+    pub login_request_lifetime: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            signing_alg: Algorithm::RS256,
+            access_token_lifetime: 900,
+            refresh_token_lifetime: 14 * 24 * 3600,
+            code_lifetime: 60,
+            login_request_lifetime: 600,
+        }
+    }
+}
+
+/// SSO session settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Lifetime of the SSO session in seconds.
+    pub lifetime: u64,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { lifetime: 8 * 3600, cookie_name: "postern_session".into() }
+    }
+}
+
+/// argon2id parameters; the defaults are OWASP's (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+/// A relying party declared in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Name shown on the login page.
+    pub name: Option<String>,
+    /// Plain secret (hashed before it is stored); prefer `secret_hash` or an environment variable.
+    pub secret: Option<String>,
+    /// argon2id PHC string of the secret, as printed by `postern hash-secret`.
+    pub secret_hash: Option<String>,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Exact URIs the end-session endpoint may return to.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client (browser or native app) has no secret and must use PKCE.
+    #[serde(default)]
+    pub public: bool,
+    /// Scopes the client may be granted.
+    #[serde(default = "defaults::scopes")]
+    pub scopes: Vec<String>,
+    /// Always put the user's groups into tokens and userinfo, even without the `groups` scope.
+    #[serde(default)]
+    pub groups_claim: bool,
+    /// Require PKCE; only a confidential legacy client may turn this off.
+    #[serde(default = "defaults::yes")]
+    pub require_pkce: bool,
+    /// Issue refresh tokens to this client.
+    #[serde(default = "defaults::yes")]
+    pub refresh_tokens: bool,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn database() -> PathBuf {
+        PathBuf::from("postern.db")
+    }
+    pub fn scopes() -> Vec<String> {
+        crate::claims::SUPPORTED_SCOPES.iter().map(|s| s.to_string()).collect()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named on the command line does not exist.
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    /// Parsing or typing error; figment's message names the key.
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value that parses but is not acceptable.
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+impl Config {
+    /// Reads the file (if given) and the environment, then validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // POSTERN_CONFIG names the file itself and is not a key.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_base_url("issuer", &self.issuer)?;
+        if let Some(ui) = &self.ui_url {
+            check_base_url("ui_url", ui)?;
+        }
+        let t = &self.tokens;
+        if !(1..=60).contains(&t.code_lifetime) {
+            return Err(invalid("tokens.code_lifetime", "must be between 1 and 60 seconds"));
+        }
+        for (key, value) in [
+            ("tokens.access_token_lifetime", t.access_token_lifetime),
+            ("tokens.refresh_token_lifetime", t.refresh_token_lifetime),
+            ("tokens.login_request_lifetime", t.login_request_lifetime),
+            ("session.lifetime", self.session.lifetime),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        let name = &self.session.cookie_name;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(invalid("session.cookie_name", "must be letters, digits, '_' or '-'"));
+        }
+        crate::password::Passwords::new(&self.argon2).map_err(|e| invalid("argon2", e.to_string()))?;
+        for (id, client) in &self.clients {
+            client.validate(id)?;
+        }
+        Ok(())
+    }
+
+    /// The issuer identifier as it appears in tokens and discovery (no trailing slash).
+    pub fn issuer_id(&self) -> &str {
+        self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// Where the login page lives: the UI's URL, or the issuer when Postern serves the UI itself.
+    pub fn ui_base(&self) -> &Url {
+        self.ui_url.as_ref().unwrap_or(&self.issuer)
+    }
+
+    /// A URL under the issuer, e.g. `endpoint("/token")`.
+    pub fn endpoint(&self, path: &str) -> String {
+        join(&self.issuer, path)
+    }
+
+    /// A URL under the UI's base.
+    pub fn ui_page(&self, path: &str) -> String {
+        join(self.ui_base(), path)
+    }
+
+    /// Whether cookies must carry `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer.scheme() == "https"
+    }
+}
+
+fn join(base: &Url, path: &str) -> String {
+    format!("{}{}", base.as_str().trim_end_matches('/'), path)
+}
+
+fn check_base_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(invalid(key, "must be an http or https URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(key, "must not have a query or fragment"));
+    }
+    if url.path() != "/" && url.path().ends_with('/') {
+        return Err(invalid(key, "must not end with '/'"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(key, "must not contain credentials"));
+    }
+    Ok(())
+}
+
+impl ClientConfig {
+    fn validate(&self, id: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("clients.{id}.{field}");
+        crate::clients::check_client_id(id).map_err(|m| invalid(format!("clients.{id}"), m))?;
+        match (self.public, &self.secret, &self.secret_hash) {
+            (true, None, None) => {}
+            (true, _, _) => return Err(invalid(key("secret"), "a public client has no secret")),
+            (false, Some(_), Some(_)) => {
+                return Err(invalid(key("secret"), "set either `secret` or `secret_hash`, not both"))
+            }
+            (false, None, None) => {
+                return Err(invalid(key("secret"), "a confidential client needs `secret` or `secret_hash`"))
+            }
+            (false, Some(secret), None) if secret.len() < 16 => {
+                return Err(invalid(key("secret"), "must be at least 16 characters"))
+            }
+            (false, None, Some(hash)) if !hash.starts_with("$argon2id$") => {
+                return Err(invalid(key("secret_hash"), "must be an argon2id PHC string"))
+            }
+            _ => {}
+        }
+        if self.public && !self.require_pkce {
+            return Err(invalid(key("require_pkce"), "a public client must use PKCE"));
+        }
+        if self.redirect_uris.is_empty() {
+            return Err(invalid(key("redirect_uris"), "at least one redirect URI is required"));
+        }
+        for (i, uri) in self.redirect_uris.iter().enumerate() {
+            crate::clients::check_redirect_uri(uri)
+                .map_err(|m| invalid(format!("{}[{i}]", key("redirect_uris")), m))?;
+        }
+        for (i, uri) in self.post_logout_redirect_uris.iter().enumerate() {
+            crate::clients::check_redirect_uri(uri)
+                .map_err(|m| invalid(format!("{}[{i}]", key("post_logout_redirect_uris")), m))?;
+        }
+        crate::clients::check_scopes(&self.scopes).map_err(|m| invalid(key("scopes"), m))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! `/authorize` (RFC 6749 §4.1.1, OIDC Core §3.1.2, RFC 7636, RFC 9207): validate, then either issue a
+//! code from the SSO session or park the request and send the browser to the login page.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use url::Url;
+
+use super::error::{no_store, OAuthCode};
+use super::params::Params;
+use super::{now, session, AppState, Error};
+use crate::claims::parse_scope;
+use crate::store::{AuthorizationRequest, Client, NewGrant, Timestamp};
+use crate::tokens;
+
+/// `GET /authorize`.
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Error> {
+    authorize(state, headers, Params::parse(query.unwrap_or_default().as_bytes())).await
+}
+
+/// `POST /authorize` with a form body (OIDC Core §3.1.2.1).
+pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    if !super::params::is_form(&headers) {
+        return Err(Error::Page(StatusCode::BAD_REQUEST, "The request is not a form submission.".into()));
+    }
+    authorize(state, headers, Params::parse(&body)).await
+}
+
+/// Where errors go once client and redirect URI are trusted.
+struct Reply<'a> {
+    issuer: &'a str,
+    redirect_uri: &'a str,
+    state: Option<&'a str>,
+}
+
+impl Reply<'_> {
+    fn error(&self, code: OAuthCode, description: &str) -> Response {
+        let mut pairs = vec![("error", code.as_str()), ("error_description", description)];
+        if let Some(state) = self.state {
+            pairs.push(("state", state));
+        }
+        pairs.push(("iss", self.issuer));
+        see_other(&with_query(self.redirect_uri, &pairs))
+    }
+}
+
+/// A 303 to `location`, never cached.
+pub fn see_other(location: &str) -> Response {
+    no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location.to_owned())]).into_response())
+}
+
+/// Appends parameters to a URL's query, keeping what it already has.
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    match Url::parse(base) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(pairs);
+            url.into()
+        }
+        // Registered redirect URIs were validated as absolute URLs, so this is unreachable.
+        Err(_) => base.to_owned(),
+    }
+}
+
+/// Valid prompt values, with `none` exclusive.
+struct Prompt {
+    none: bool,
+    login: bool,
+}
+
+fn parse_prompt(value: Option<&str>) -> Result<Prompt, String> {
+    let values: Vec<&str> = value.unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect();
+    if let Some(unknown) = values.iter().find(|v| !matches!(**v, "none" | "login" | "consent" | "select_account")) {
+        return Err(format!("unsupported prompt value `{unknown}`"));
+    }
+    let none = values.contains(&"none");
+    if none && values.len() > 1 {
+        return Err("prompt=none cannot be combined with other values".into());
+    }
+    Ok(Prompt { none, login: values.contains(&"login") })
+}
+
+async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Result<Response, Error> {
+    // 1. Who is asking, and where would the answer go? Until both are trusted, nothing is redirected.
+    let page = |message: &str| Error::Page(StatusCode::BAD_REQUEST, message.to_owned());
+    for key in ["client_id", "redirect_uri"] {
+        if params.duplicate() == Some(key) {
+            return Err(page(&format!("The parameter {key} was given more than once.")));
+        }
+    }
+    let client_id =
+        params.get("client_id").ok_or_else(|| page("The request names no client (client_id is missing)."))?;
+    let client = match state.store.client(client_id).await? {
+        Some(client) => client,
+        None => return Err(page("The application that sent you here is not registered with this sign-in service.")),
+    };
+    let redirect_uri = params.get("redirect_uri").ok_or_else(|| page("The request has no redirect_uri."))?;
+    if !client.redirect_uris.iter().any(|registered| registered == redirect_uri) {
+        return Err(page("The request's redirect_uri is not registered for this application."));
+    }
+
+    // 2. Everything else is answered at the redirect URI.
+    let reply = Reply {
+        issuer: state.config.issuer_id(),
+        redirect_uri,
+        state: params.get("state").filter(|_| params.duplicate() != Some("state")),
+    };
+    let validated = match validate(&client, &params) {
+        Ok(v) => v,
+        Err((code, description)) => return Ok(reply.error(code, &description)),
+    };
+
+    // 3. An SSO session answers at once, unless the client wants a fresh login.
+    let now = now();
+    let session = session::current(&state, &headers).await?;
+    let fresh_enough = |auth_time: Timestamp| validated.max_age.is_none_or(|max| now - auth_time <= max as i64);
+    if let Some(session) = session.filter(|s| !validated.prompt.login && fresh_enough(s.auth_time)) {
+        let request = validated.into_request(&client, String::new(), now);
+        let location = issue_code(&state, &request, session.user_id, session.auth_time).await?;
+        return Ok(see_other(&location));
+    }
+    if validated.prompt.none {
+        return Ok(reply.error(OAuthCode::LoginRequired, "the user is not signed in"));
+    }
+
+    // 4. Park the request and send the browser to the login page with only an opaque handle.
+    let handle = tokens::random_token();
+    let request = validated.into_request(&client, handle.clone(), now);
+    let request =
+        AuthorizationRequest { expires_at: now + state.config.tokens.login_request_lifetime as i64, ..request };
+    state.store.insert_authorization_request(&request).await?;
+    let login = with_query(&state.config.ui_page("/login"), &[("request", &handle)]);
+    Ok(see_other(&login))
+}
+
+/// An authorization request that passed every check.
+struct Validated {
+    scope: String,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    prompt: Prompt,
+    max_age: Option<u64>,
+    redirect_uri: String,
+}
+
+impl Validated {
+    fn into_request(self, client: &Client, id: String, now: Timestamp) -> AuthorizationRequest {
+        AuthorizationRequest {
+            id,
+            client_id: client.id.clone(),
+            redirect_uri: self.redirect_uri,
+            scope: self.scope,
+            state: self.state,
+            nonce: self.nonce,
+            code_challenge: self.code_challenge,
+            expires_at: now,
+        }
+    }
+}
+
+fn validate(client: &Client, params: &Params) -> Result<Validated, (OAuthCode, String)> {
+    use OAuthCode::*;
+    let bad = |code: OAuthCode, description: &str| Err((code, description.to_owned()));
+    if let Some(key) = params.duplicate() {
+        return Err((InvalidRequest, format!("the parameter {key} was given more than once")));
+    }
+    if let Some(key) = params.oversized() {
+        return Err((InvalidRequest, format!("the parameter {key} is too long")));
+    }
+    if params.get("request").is_some() {
+        return bad(RequestNotSupported, "request objects are not supported");
+    }
+    if params.get("request_uri").is_some() {
+        return bad(RequestUriNotSupported, "request_uri is not supported");
+    }
+    match params.get("response_type") {
+        None => return bad(InvalidRequest, "response_type is missing"),
+        Some("code") => {}
+        Some(_) => return bad(UnsupportedResponseType, "only response_type=code is supported"),
+    }
+    if params.get("response_mode").is_some_and(|m| m != "query") {
+        return bad(InvalidRequest, "only response_mode=query is supported");
+    }
+    let requested = parse_scope(params.get("scope").unwrap_or(""));
+    if !requested.contains(&"openid") {
+        return bad(InvalidScope, "the openid scope is required");
+    }
+    // Unknown scopes and scopes the client may not have are left out of the grant (OIDC Core §3.1.2.1).
+    let granted: Vec<&str> = requested.into_iter().filter(|s| client.scopes.iter().any(|c| c == s)).collect();
+    if !granted.contains(&"openid") {
+        return bad(InvalidScope, "this client may not use the openid scope");
+    }
+    let code_challenge = match (params.get("code_challenge"), params.get("code_challenge_method")) {
+        (Some(challenge), Some("S256")) => {
+            // An S256 challenge is a base64url SHA-256: exactly 43 characters.
+            if challenge.len() != 43 || !tokens::is_pkce_value(challenge) {
+                return bad(InvalidRequest, "code_challenge is not a valid S256 challenge");
+            }
+            Some(challenge.to_owned())
+        }
+        (Some(_), None) | (Some(_), Some("plain")) => {
+            return bad(InvalidRequest, "code_challenge_method must be S256 (plain is not allowed)")
+        }
+        (Some(_), Some(_)) => return bad(InvalidRequest, "unsupported code_challenge_method; use S256"),
+        (None, Some(_)) => return bad(InvalidRequest, "code_challenge_method given without code_challenge"),
+        (None, None) if client.require_pkce || client.public => {
+            return bad(InvalidRequest, "PKCE is required: send code_challenge with code_challenge_method=S256")
+        }
+        (None, None) => None,
+    };
+    let prompt = parse_prompt(params.get("prompt")).map_err(|d| (InvalidRequest, d))?;
+    let max_age = match params.get("max_age") {
+        None => None,
+        Some(value) => {
+            Some(value.parse::<u64>().map_err(|_| (InvalidRequest, "max_age must be a whole number".to_owned()))?)
+        }
+    };
+    Ok(Validated {
+        scope: granted.join(" "),
+        state: params.get("state").map(str::to_owned),
+        nonce: params.get("nonce").map(str::to_owned),
+        code_challenge,
+        prompt,
+        max_age,
+        redirect_uri: params.get("redirect_uri").unwrap_or_default().to_owned(),
+    })
+}
+
+/// Issues an authorization code for a completed request; returns the redirect URI to send the browser to.
+pub async fn issue_code(
+    state: &AppState,
+    request: &AuthorizationRequest,
+    user_id: i64,
+    auth_time: Timestamp,
+) -> Result<String, Error> {
+    let code = tokens::random_token();
+    let now = now();
+    state
+        .store
+        .create_grant(
+            &NewGrant {
+                client_id: request.client_id.clone(),
+                user_id,
+                scope: request.scope.clone(),
+                nonce: request.nonce.clone(),
+                auth_time,
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                code_hash: tokens::hash(&code),
+                code_expires_at: now + state.config.tokens.code_lifetime as i64,
+            },
+            now,
+        )
+        .await?;
+    let issuer = state.config.issuer_id();
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(s) = &request.state {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", issuer));
+    Ok(with_query(&request.redirect_uri, &pairs))
+}

@@ -1,0 +1,94 @@
+//! Client authentication at the token endpoint: `client_secret_basic`, `client_secret_post`, or `none`
+//! for public clients (RFC 6749 §2.3.1).
+
+use axum::http::{header, HeaderMap};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use super::error::OAuthCode;
+use super::params::Params;
+use super::{AppState, Error};
+use crate::store::Client;
+
+/// Credentials from an `Authorization: Basic` header, form-urldecoded as RFC 6749 §2.3.1 requires.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BasicCredentials {
+    /// The client id.
+    pub id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+/// Parses an `Authorization` header value as Basic credentials; `Err` if it is Basic but malformed,
+/// `Ok(None)` if it is another scheme.
+pub fn parse_basic(value: &str) -> Result<Option<BasicCredentials>, &'static str> {
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = STANDARD.decode(rest.trim()).map_err(|_| "the Basic credentials are not valid base64")?;
+    let text = String::from_utf8(decoded).map_err(|_| "the Basic credentials are not UTF-8")?;
+    let (id, secret) = text.split_once(':').ok_or("the Basic credentials have no ':'")?;
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    };
+    Ok(Some(BasicCredentials { id: unescape(id), secret: unescape(secret) }))
+}
+
+fn invalid_client(description: &str) -> Error {
+    Error::oauth(OAuthCode::InvalidClient, description)
+}
+
+/// Authenticates the client of a token request by whichever single method it used.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Client, Error> {
+    let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(value)) => parse_basic(value).map_err(|d| Error::oauth(OAuthCode::InvalidRequest, d))?,
+        Some(Err(_)) => return Err(Error::oauth(OAuthCode::InvalidRequest, "the Authorization header is not ASCII")),
+    };
+    let (id, secret) = match (basic, params.get("client_id"), params.get("client_secret")) {
+        (Some(_), _, Some(_)) => {
+            return Err(Error::oauth(OAuthCode::InvalidRequest, "use one client authentication method, not two"))
+        }
+        (Some(b), Some(body_id), None) if body_id != b.id => {
+            return Err(Error::oauth(OAuthCode::InvalidRequest, "client_id does not match the Authorization header"))
+        }
+        (Some(b), _, None) => (b.id, Some(b.secret)),
+        (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
+        (None, None, _) => return Err(invalid_client("client authentication is missing")),
+    };
+    let Some(client) = state.store.client(&id).await? else {
+        return Err(invalid_client("unknown client"));
+    };
+    match (&client.secret_hash, secret) {
+        (None, None) if client.public => Ok(client),
+        (None, Some(_)) => Err(invalid_client("a public client has no secret")),
+        (Some(_), None) | (None, None) => Err(invalid_client("this client must authenticate with its secret")),
+        (Some(hash), Some(secret)) => {
+            if state.passwords.verify(secret, Some(hash.clone())).await {
+                Ok(client)
+            } else {
+                Err(invalid_client("client authentication failed"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header_forms() {
+        let ok = parse_basic("Basic amh1YjpzM2NyZXQ=").unwrap().unwrap();
+        assert_eq!(ok, BasicCredentials { id: "jhub".into(), secret: "s3cret".into() });
+        // "a%3Ab:c%2B" -> id "a:b", secret "c+"
+        let escaped = parse_basic(&format!("basic {}", STANDARD.encode("a%3Ab:c%2B"))).unwrap().unwrap();
+        assert_eq!(escaped, BasicCredentials { id: "a:b".into(), secret: "c+".into() });
+        assert_eq!(parse_basic("Bearer xyz"), Ok(None));
+        assert!(parse_basic("Basic !!!").is_err());
+        assert!(parse_basic(&format!("Basic {}", STANDARD.encode("nocolon"))).is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The HTTP layer's one error type and its mapping to responses (RFC 6749 §5.2, RFC 6750 §3, the login API).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::keys::KeyError;
+use crate::store::StoreError;
+
+/// OAuth 2.0 / OIDC error codes Postern answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthCode {
+    /// Malformed request.
+    InvalidRequest,
+    /// Client authentication failed.
+    InvalidClient,
+    /// Code or refresh token invalid, expired, revoked or not the client's.
+    InvalidGrant,
+    /// The client may not use this grant.
+    UnauthorizedClient,
+    /// Unknown grant type.
+    UnsupportedGrantType,
+    /// Scope not allowed.
+    InvalidScope,
+    /// Only `code` is supported.
+    UnsupportedResponseType,
+    /// `prompt=none` without a session.
+    LoginRequired,
+    /// Request objects are not supported.
+    RequestNotSupported,
+    /// Request URIs are not supported.
+    RequestUriNotSupported,
+    /// Bearer token invalid.
+    InvalidToken,
+    /// Bearer token lacks a scope.
+    InsufficientScope,
+    /// Server failure.
+    ServerError,
+}
+
+impl OAuthCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthCode::InvalidRequest => "invalid_request",
+            OAuthCode::InvalidClient => "invalid_client",
+            OAuthCode::InvalidGrant => "invalid_grant",
+            OAuthCode::UnauthorizedClient => "unauthorized_client",
+            OAuthCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthCode::InvalidScope => "invalid_scope",
+            OAuthCode::UnsupportedResponseType => "unsupported_response_type",
+            OAuthCode::LoginRequired => "login_required",
+            OAuthCode::RequestNotSupported => "request_not_supported",
+            OAuthCode::RequestUriNotSupported => "request_uri_not_supported",
+            OAuthCode::InvalidToken => "invalid_token",
+            OAuthCode::InsufficientScope => "insufficient_scope",
+            OAuthCode::ServerError => "server_error",
+        }
+    }
+}
+
+/// Every way a request can fail, whichever endpoint it reached.
+#[derive(Debug)]
+pub enum Error {
+    /// Token-endpoint error: JSON body, 400 (401 for `invalid_client`).
+    OAuth(OAuthCode, String),
+    /// Protected-resource error: `WWW-Authenticate: Bearer`, 401 (403 for `insufficient_scope`).
+    /// `None` when no token was presented at all.
+    Bearer(Option<OAuthCode>, String),
+    /// Login API error, as the shared [`shared::ErrorBody`].
+    Login(shared::ErrorCode, String),
+    /// A request that must not be redirected back to the client: an HTML page for the user.
+    Page(StatusCode, String),
+    /// Something failed on our side; the detail is logged, not sent.
+    Internal(String),
+}
+
+impl Error {
+    /// A token-endpoint error.
+    pub fn oauth(code: OAuthCode, description: impl Into<String>) -> Self {
+        Error::OAuth(code, description.into())
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// Headers RFC 6749 §5.1 requires on anything carrying tokens; applied to their errors too.
+pub fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn quoted(value: &str) -> String {
+    // Descriptions are ours and never contain quotes, but a header must never break.
+    value.replace(['"', '\\'], "'")
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Error::OAuth(code, description) => {
+                let status =
+                    if code == OAuthCode::InvalidClient { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+                let mut response =
+                    (status, Json(json!({ "error": code.as_str(), "error_description": description }))).into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"postern\""));
+                }
+                no_store(response)
+            }
+            Error::Bearer(code, description) => {
+                let (status, challenge) = match code {
+                    None => (StatusCode::UNAUTHORIZED, "Bearer realm=\"postern\"".to_string()),
+                    Some(code) => (
+                        if code == OAuthCode::InsufficientScope {
+                            StatusCode::FORBIDDEN
+                        } else {
+                            StatusCode::UNAUTHORIZED
+                        },
+                        format!(
+                            "Bearer realm=\"postern\", error=\"{}\", error_description=\"{}\"",
+                            code.as_str(),
+                            quoted(&description)
+                        ),
+                    ),
+                };
+                let mut response = (
+                    status,
+                    Json(json!({ "error": code.unwrap_or(OAuthCode::InvalidToken).as_str(), "error_description": description })),
+                )
+                    .into_response();
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                }
+                no_store(response)
+            }
+            Error::Login(code, message) => {
+                use shared::ErrorCode::*;
+                let status = match code {
+                    InvalidCredentials => StatusCode::UNAUTHORIZED,
+                    RequestNotFound => StatusCode::NOT_FOUND,
+                    InvalidRequest => StatusCode::BAD_REQUEST,
+                    TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+                    ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                no_store((status, Json(shared::ErrorBody { error: code, message })).into_response())
+            }
+            Error::Page(status, message) => {
+                let mut response = (status, Html(error_page(&message))).into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+                );
+                no_store(response)
+            }
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                no_store(
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Json(json!({ "error": "server_error", "error_description": "internal server error" })),
+                    )
+                        .into_response(),
+                )
+            }
+        }
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn error_page(message: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in error</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
+         line-height:1.5}}@media(prefers-color-scheme:dark){{body{{background:#111;color:#eee}}}}</style></head>\
+         <body><h1>This sign-in request cannot continue</h1><p>{}</p>\
+         <p>Go back to the application and start again. If this keeps happening, tell its administrator.</p>\
+         </body></html>",
+        escape_html(message)
+    )
+}

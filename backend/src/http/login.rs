@@ -1,0 +1,82 @@
+//! The JSON login API the login page talks to: read a pending request, submit credentials.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
+
+use super::error::no_store;
+use super::{authorize, now, session, AppState, Error};
+use crate::claims::parse_scope;
+use crate::store::AuthorizationRequest;
+use crate::users::normalize_username;
+
+fn not_found() -> Error {
+    Error::Login(
+        ErrorCode::RequestNotFound,
+        "This sign-in request has expired or was already used. Go back to the application and start again.".into(),
+    )
+}
+
+async fn pending(state: &AppState, id: &str) -> Result<AuthorizationRequest, Error> {
+    state.store.authorization_request(id, now()).await?.ok_or_else(not_found)
+}
+
+/// `GET /api/authorization-requests/{request}`: what the login page shows.
+pub async fn pending_request(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+    let request = pending(&state, &id).await?;
+    let client = state.store.client(&request.client_id).await?.ok_or_else(not_found)?;
+    let body = PendingRequest {
+        client_id: client.id,
+        client_name: client.name,
+        scopes: parse_scope(&request.scope).into_iter().map(str::to_owned).collect(),
+        expires_in: (request.expires_at - now()).max(0) as u64,
+    };
+    Ok(no_store(Json(body).into_response()))
+}
+
+/// `POST /api/login`: checks credentials, starts the SSO session and completes the request.
+pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    let malformed = |m: &str| Error::Login(ErrorCode::InvalidRequest, m.to_owned());
+    // JSON only: a cross-site HTML form cannot send it without a CORS preflight.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(malformed("The login API accepts only application/json."));
+    }
+    let login: LoginRequest =
+        serde_json::from_slice(&body).map_err(|_| malformed("The login request is malformed."))?;
+    let request = pending(&state, &login.request).await?;
+
+    // One answer for an unknown user, a wrong password and a disabled account, and the same
+    // argon2 work for each, so neither the response nor its timing tells them apart.
+    let user = match normalize_username(&login.username) {
+        Ok(name) => state.store.user_by_name(&name).await?,
+        Err(_) => None,
+    };
+    let password_ok = state.passwords.verify(login.password, user.as_ref().map(|u| u.password_hash.clone())).await;
+    let user = match user {
+        Some(user) if password_ok && !user.disabled => user,
+        _ => {
+            tracing::info!(client_id = %request.client_id, "login failed");
+            return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
+        }
+    };
+
+    // Completing a request is single-use: of two concurrent logins only one takes it.
+    if !state.store.take_authorization_request(&request.id).await? {
+        return Err(not_found());
+    }
+    let auth_time = now();
+    let cookie = session::start(&state, &headers, user.id, auth_time).await?;
+    let redirect_to = authorize::issue_code(&state, &request, user.id, auth_time).await?;
+    tracing::info!(client_id = %request.client_id, user = %user.username, "login succeeded");
+    let mut response = Json(LoginResponse { redirect_to }).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(no_store(response))
+}

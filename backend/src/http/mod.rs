@@ -1,0 +1,76 @@
+//! The HTTP surface: one module per endpoint, assembled into one router.
+
+mod authorize;
+mod client_auth;
+mod discovery;
+mod error;
+mod login;
+mod params;
+mod session;
+mod token;
+mod userinfo;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::keys::KeySet;
+use crate::password::Passwords;
+use crate::store::{Store, Timestamp};
+
+pub use error::Error;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: Arc<KeySet>,
+    /// argon2id hasher.
+    pub passwords: Passwords,
+}
+
+/// The current time in Unix seconds.
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Largest request body any endpoint accepts.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// Builds the application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/jwks.json", get(discovery::jwks))
+        .route("/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
+        .route("/token", post(token::token))
+        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
+        .route(&format!("{}/{{request}}", shared::AUTHORIZATION_REQUEST_PATH), get(login::pending_request))
+        .route(shared::LOGIN_PATH, post(login::login))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        // Spans name the path only: queries carry codes, states and request handles.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        }))
+}

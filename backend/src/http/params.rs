@@ -1,0 +1,77 @@
+//! OAuth request parameters from a query string or form body (RFC 6749 §3.1: no repeats, empty = absent).
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap};
+
+/// Parsed `application/x-www-form-urlencoded` parameters.
+#[derive(Debug, Default)]
+pub struct Params {
+    values: HashMap<String, String>,
+    duplicate: Option<String>,
+}
+
+/// Longest parameter value accepted; longer ones are refused as malformed.
+pub const MAX_VALUE_LEN: usize = 4096;
+
+impl Params {
+    /// Parses a query string or form body.
+    pub fn parse(input: &[u8]) -> Self {
+        let mut params = Params::default();
+        for (key, value) in form_urlencoded::parse(input) {
+            if value.is_empty() {
+                continue;
+            }
+            if params.values.insert(key.to_string(), value.into_owned()).is_some() && params.duplicate.is_none() {
+                params.duplicate = Some(key.into_owned());
+            }
+        }
+        params
+    }
+
+    /// A parameter's value; empty values count as absent.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// The first parameter that was given more than once.
+    pub fn duplicate(&self) -> Option<&str> {
+        self.duplicate.as_deref()
+    }
+
+    /// The first parameter whose value is longer than [`MAX_VALUE_LEN`].
+    pub fn oversized(&self) -> Option<&str> {
+        self.values.iter().find(|(_, v)| v.len() > MAX_VALUE_LEN).map(|(k, _)| k.as_str())
+    }
+}
+
+/// Whether the request body is declared as a form (parameters such as `; charset=utf-8` allowed).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_flagged_and_empties_ignored() {
+        let p = Params::parse(b"a=1&b=&a=2&scope=openid+profile");
+        assert_eq!(p.duplicate(), Some("a"));
+        assert_eq!(p.get("b"), None);
+        assert_eq!(p.get("scope"), Some("openid profile"));
+    }
+
+    #[test]
+    fn form_content_type_with_charset() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap());
+        assert!(is_form(&h));
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert!(!is_form(&h));
+    }
+}

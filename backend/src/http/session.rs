@@ -1,0 +1,53 @@
+//! The SSO session cookie: an opaque random id, stored only as a hash.
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use cookie::{Cookie, SameSite};
+
+use super::{now, AppState};
+use crate::store::{Session, StoreResult, Timestamp};
+use crate::tokens;
+
+/// The session id from the request's cookies, if any.
+pub fn cookie_value(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let name = &state.config.session.cookie_name;
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+/// The live session of this browser, if it has one.
+pub async fn current(state: &AppState, headers: &HeaderMap) -> StoreResult<Option<Session>> {
+    match cookie_value(state, headers) {
+        Some(id) => state.store.session(&tokens::hash(&id), now()).await,
+        None => Ok(None),
+    }
+}
+
+/// Starts a new session for `user_id` (ending the browser's previous one) and returns its `Set-Cookie`.
+pub async fn start(
+    state: &AppState,
+    headers: &HeaderMap,
+    user_id: i64,
+    auth_time: Timestamp,
+) -> StoreResult<HeaderValue> {
+    if let Some(old) = cookie_value(state, headers) {
+        state.store.delete_session(&tokens::hash(&old)).await?;
+    }
+    let id = tokens::random_token();
+    let lifetime = state.config.session.lifetime;
+    let session = Session { user_id, auth_time, expires_at: auth_time + lifetime as i64 };
+    state.store.create_session(&tokens::hash(&id), &session, now()).await?;
+    let cookie = Cookie::build((state.config.session.cookie_name.clone(), id))
+        .path("/")
+        .http_only(true)
+        .secure(state.config.secure_cookies())
+        .same_site(SameSite::Lax)
+        .max_age(cookie::time::Duration::seconds(lifetime as i64))
+        .build();
+    Ok(HeaderValue::from_str(&cookie.to_string()).expect("a cookie of base64url characters is a valid header"))
+}

@@ -1,0 +1,237 @@
+//! `/token` (RFC 6749 §4.1.3 and §6, RFC 7636 §4.6): code exchange and refresh-token rotation.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::client_auth::authenticate;
+use super::error::{no_store, OAuthCode};
+use super::params::{is_form, Params};
+use super::{now, AppState, Error};
+use crate::claims::{has_scope, parse_scope, user_claims};
+use crate::store::{Client, Grant, NewToken, Timestamp, User};
+use crate::tokens::{self, pkce_s256_matches};
+
+/// The successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+fn invalid_grant(description: &str) -> Error {
+    Error::oauth(OAuthCode::InvalidGrant, description)
+}
+
+/// `POST /token`.
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    if !is_form(&headers) {
+        return Err(Error::oauth(OAuthCode::InvalidRequest, "the body must be application/x-www-form-urlencoded"));
+    }
+    let params = Params::parse(&body);
+    if let Some(key) = params.duplicate() {
+        return Err(Error::oauth(OAuthCode::InvalidRequest, format!("the parameter {key} was given more than once")));
+    }
+    if let Some(key) = params.oversized() {
+        return Err(Error::oauth(OAuthCode::InvalidRequest, format!("the parameter {key} is too long")));
+    }
+    let grant_type =
+        params.get("grant_type").ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "grant_type is missing"))?;
+    if !matches!(grant_type, "authorization_code" | "refresh_token") {
+        return Err(Error::oauth(
+            OAuthCode::UnsupportedGrantType,
+            "supported grant types: authorization_code, refresh_token",
+        ));
+    }
+    let client = authenticate(&state, &headers, &params).await?;
+    let response = match grant_type {
+        "authorization_code" => exchange_code(&state, &client, &params).await?,
+        _ => refresh(&state, &client, &params).await?,
+    };
+    Ok(no_store(Json(response).into_response()))
+}
+
+async fn exchange_code(state: &AppState, client: &Client, params: &Params) -> Result<TokenResponse, Error> {
+    let code = params.get("code").ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "code is missing"))?;
+    let now = now();
+    // A code that is not this client's is answered as unknown and changes nothing.
+    let grant = match state.store.grant_by_code(&tokens::hash(code)).await? {
+        Some(grant) if grant.client_id == client.id => grant,
+        _ => return Err(invalid_grant("the authorization code is invalid")),
+    };
+    if grant.code_used_at.is_some() {
+        // RFC 6749 §4.1.2: a replayed code revokes every token issued from it.
+        state.store.revoke_grant(grant.id, now).await?;
+        tracing::warn!(client_id = %client.id, grant = grant.id, "authorization code replayed; grant revoked");
+        return Err(invalid_grant("the authorization code was already used"));
+    }
+    if grant.revoked_at.is_some() || grant.code_expires_at <= now {
+        return Err(invalid_grant("the authorization code has expired"));
+    }
+    if params.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
+        return Err(invalid_grant("redirect_uri does not match the authorization request"));
+    }
+    match (&grant.code_challenge, params.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) if pkce_s256_matches(verifier, challenge) => {}
+        (Some(_), Some(_)) => return Err(invalid_grant("code_verifier does not match the code_challenge")),
+        (Some(_), None) => return Err(invalid_grant("code_verifier is missing")),
+        // RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
+        (None, Some(_)) => return Err(invalid_grant("code_verifier sent but no code_challenge was")),
+        (None, None) => {}
+    }
+    let user = active_user(state, grant.user_id).await?;
+    let issued = Issued::new(state, client, &grant.scope, now);
+    let redeemed =
+        state.store.redeem_code(grant.id, now, &issued.access_record(), issued.refresh_record().as_ref()).await?;
+    if !redeemed {
+        // Lost a race with another redemption of the same code: that is a replay too.
+        state.store.revoke_grant(grant.id, now).await?;
+        return Err(invalid_grant("the authorization code was already used"));
+    }
+    tracing::info!(client_id = %client.id, user = %user.username, "tokens issued for an authorization code");
+    issued.response(state, client, &user, &grant, grant.nonce.as_deref())
+}
+
+async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<TokenResponse, Error> {
+    let presented = params
+        .get("refresh_token")
+        .ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "refresh_token is missing"))?;
+    if !client.refresh_tokens {
+        return Err(Error::oauth(OAuthCode::UnauthorizedClient, "this client may not use refresh tokens"));
+    }
+    let now = now();
+    let hash = tokens::hash(presented);
+    let info = match state.store.refresh_token(&hash).await? {
+        Some(info) if info.grant.client_id == client.id => info,
+        _ => return Err(invalid_grant("the refresh token is invalid")),
+    };
+    if info.used {
+        // A rotated token came back: someone holds a copy. Revoke the whole family (RFC 9700 §4.14.2).
+        state.store.revoke_grant(info.grant.id, now).await?;
+        tracing::warn!(client_id = %client.id, grant = info.grant.id, "refresh token reuse; grant revoked");
+        return Err(invalid_grant("the refresh token was already used"));
+    }
+    if info.grant.revoked_at.is_some() || info.expires_at <= now {
+        return Err(invalid_grant("the refresh token has expired or was revoked"));
+    }
+    let scope = match params.get("scope") {
+        None => info.scope.clone(),
+        Some(requested) => {
+            let requested = parse_scope(requested);
+            if requested.iter().any(|s| !has_scope(&info.scope, s)) {
+                return Err(Error::oauth(OAuthCode::InvalidScope, "a refresh cannot widen the granted scope"));
+            }
+            requested.join(" ")
+        }
+    };
+    let user = active_user(state, info.grant.user_id).await?;
+    let issued = Issued::new(state, client, &scope, now);
+    let refresh_record = issued.refresh_record().expect("clients reaching here may have refresh tokens");
+    if !state.store.rotate_refresh_token(&hash, now, &issued.access_record(), &refresh_record).await? {
+        state.store.revoke_grant(info.grant.id, now).await?;
+        return Err(invalid_grant("the refresh token was already used"));
+    }
+    issued.response(state, client, &user, &info.grant, None)
+}
+
+async fn active_user(state: &AppState, id: i64) -> Result<User, Error> {
+    match state.store.user_by_id(id).await? {
+        Some(user) if !user.disabled => Ok(user),
+        _ => Err(invalid_grant("the user is disabled")),
+    }
+}
+
+/// Fresh tokens, before and after they are stored.
+struct Issued {
+    access_token: String,
+    refresh_token: Option<String>,
+    scope: String,
+    now: Timestamp,
+    access_lifetime: u64,
+    refresh_lifetime: u64,
+}
+
+impl Issued {
+    fn new(state: &AppState, client: &Client, scope: &str, now: Timestamp) -> Self {
+        Self {
+            access_token: tokens::random_token(),
+            refresh_token: client.refresh_tokens.then(tokens::random_token),
+            scope: scope.to_owned(),
+            now,
+            access_lifetime: state.config.tokens.access_token_lifetime,
+            refresh_lifetime: state.config.tokens.refresh_token_lifetime,
+        }
+    }
+
+    fn access_record(&self) -> NewToken {
+        NewToken {
+            hash: tokens::hash(&self.access_token),
+            scope: self.scope.clone(),
+            expires_at: self.now + self.access_lifetime as i64,
+        }
+    }
+
+    fn refresh_record(&self) -> Option<NewToken> {
+        self.refresh_token.as_ref().map(|t| NewToken {
+            hash: tokens::hash(t),
+            scope: self.scope.clone(),
+            expires_at: self.now + self.refresh_lifetime as i64,
+        })
+    }
+
+    fn response(
+        self,
+        state: &AppState,
+        client: &Client,
+        user: &User,
+        grant: &Grant,
+        nonce: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
+        let id_token = if has_scope(&self.scope, "openid") {
+            Some(self.id_token(state, client, user, grant, nonce)?)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token: self.access_token,
+            token_type: "Bearer",
+            expires_in: self.access_lifetime,
+            scope: self.scope,
+            id_token,
+            refresh_token: self.refresh_token,
+        })
+    }
+
+    fn id_token(
+        &self,
+        state: &AppState,
+        client: &Client,
+        user: &User,
+        grant: &Grant,
+        nonce: Option<&str>,
+    ) -> Result<String, Error> {
+        let key = state.keys.active();
+        let mut claims: Map<String, Value> = user_claims(user, &self.scope, client.groups_claim);
+        claims.insert("iss".into(), state.config.issuer_id().into());
+        claims.insert("aud".into(), client.id.clone().into());
+        claims.insert("iat".into(), self.now.into());
+        claims.insert("exp".into(), (self.now + self.access_lifetime as i64).into());
+        claims.insert("auth_time".into(), grant.auth_time.into());
+        claims.insert("amr".into(), vec!["pwd"].into());
+        claims.insert("at_hash".into(), key.alg().half_hash(&self.access_token).into());
+        if let Some(nonce) = nonce {
+            claims.insert("nonce".into(), nonce.into());
+        }
+        Ok(key.sign_jwt(&claims)?)
+    }
+}

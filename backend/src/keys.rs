@@ -1,0 +1,265 @@
+//! Signing keys: generated on first start, persisted in the store, parsed once, published as a JWKS.
+
+use std::fmt;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::store::{Store, StoreResult, StoredKey, Timestamp};
+
+/// JWS algorithms Postern signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    RS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The JWS `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::ES256 => "ES256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA].into_iter().find(|a| a.name() == name)
+    }
+
+    /// Left half of the hash OIDC uses for `at_hash` with this algorithm, base64url-encoded.
+    pub fn half_hash(self, value: &str) -> String {
+        let digest: Vec<u8> = match self {
+            Algorithm::RS256 | Algorithm::ES256 => Sha256::digest(value.as_bytes()).to_vec(),
+            Algorithm::EdDSA => Sha512::digest(value.as_bytes()).to_vec(),
+        };
+        B64.encode(&digest[..digest.len() / 2])
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Errors while generating or loading keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The crypto library refused.
+    #[error("key operation failed: {0}")]
+    Crypto(String),
+    /// A stored key names an algorithm this build does not know.
+    #[error("stored key {0} has unknown algorithm {1}")]
+    UnknownAlgorithm(String, String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// A parsed private key, ready to sign.
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    pair: Pair,
+    /// Public JWK, computed once.
+    jwk: serde_json::Value,
+    /// base64url of the JWS header, computed once.
+    header: String,
+}
+
+fn crypto(e: impl fmt::Display) -> KeyError {
+    KeyError::Crypto(e.to_string())
+}
+
+impl SigningKey {
+    /// Generates a new key; returns it with its PKCS#8 encoding for storage.
+    pub fn generate(alg: Algorithm) -> Result<(Self, Vec<u8>), KeyError> {
+        let pkcs8 = match alg {
+            Algorithm::RS256 => {
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(crypto)?.as_der().map_err(crypto)?.as_ref().to_vec()
+            }
+            Algorithm::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(crypto)?
+                .to_pkcs8v1()
+                .map_err(crypto)?
+                .as_ref()
+                .to_vec(),
+            Algorithm::EdDSA => {
+                Ed25519KeyPair::generate().map_err(crypto)?.to_pkcs8v1().map_err(crypto)?.as_ref().to_vec()
+            }
+        };
+        Ok((Self::from_pkcs8(alg, &pkcs8)?, pkcs8))
+    }
+
+    /// Parses a stored PKCS#8 key.
+    pub fn from_pkcs8(alg: Algorithm, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let (pair, mut jwk) = match alg {
+            Algorithm::RS256 => {
+                let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(crypto)?;
+                let public = pair.public_key();
+                let jwk = json!({
+                    "e": B64.encode(public.exponent().big_endian_without_leading_zero()),
+                    "kty": "RSA",
+                    "n": B64.encode(public.modulus().big_endian_without_leading_zero()),
+                });
+                (Pair::Rsa(pair), jwk)
+            }
+            Algorithm::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(crypto)?;
+                // Uncompressed SEC1 point: 0x04 || x || y.
+                let point = pair.public_key().as_ref();
+                let jwk = json!({
+                    "crv": "P-256",
+                    "kty": "EC",
+                    "x": B64.encode(&point[1..33]),
+                    "y": B64.encode(&point[33..65]),
+                });
+                (Pair::Ec(pair), jwk)
+            }
+            Algorithm::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(crypto)?;
+                let jwk = json!({ "crv": "Ed25519", "kty": "OKP", "x": B64.encode(pair.public_key().as_ref()) });
+                (Pair::Ed(pair), jwk)
+            }
+        };
+        // RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order, which is
+        // how serde_json (without preserve_order) serialises them.
+        let kid = B64.encode(Sha256::digest(jwk.to_string().as_bytes()));
+        let object = jwk.as_object_mut().expect("a JWK is an object");
+        object.insert("kid".into(), kid.clone().into());
+        object.insert("alg".into(), alg.name().into());
+        object.insert("use".into(), "sig".into());
+        let header = B64.encode(json!({ "alg": alg.name(), "kid": kid, "typ": "JWT" }).to_string());
+        Ok(Self { kid, alg, pair, jwk, header })
+    }
+
+    /// Key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Algorithm.
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Signs claims into a compact JWS.
+    pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let payload = serde_json::to_vec(claims).map_err(crypto)?;
+        let mut jws = format!("{}.{}", self.header, B64.encode(payload));
+        let signature = self.sign(jws.as_bytes())?;
+        jws.push('.');
+        jws.push_str(&B64.encode(signature));
+        Ok(jws)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let rng = SystemRandom::new();
+        match &self.pair {
+            Pair::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature).map_err(crypto)?;
+                Ok(signature)
+            }
+            Pair::Ec(pair) => Ok(pair.sign(&rng, message).map_err(crypto)?.as_ref().to_vec()),
+            Pair::Ed(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+/// Every key Postern knows, and the one that signs.
+pub struct KeySet {
+    active: SigningKey,
+    jwks: serde_json::Value,
+}
+
+impl KeySet {
+    /// Loads the stored keys; generates and stores a key for `alg` if none exists yet.
+    pub async fn load(store: &dyn Store, alg: Algorithm, now: Timestamp) -> Result<Self, KeyError> {
+        let mut keys = Vec::new();
+        for stored in store.signing_keys().await? {
+            let key_alg = Algorithm::from_name(&stored.alg)
+                .ok_or_else(|| KeyError::UnknownAlgorithm(stored.kid.clone(), stored.alg.clone()))?;
+            keys.push(SigningKey::from_pkcs8(key_alg, &stored.private_key)?);
+        }
+        // The newest key of the configured algorithm signs.
+        let active = match keys.iter().rposition(|k| k.alg == alg) {
+            Some(i) => keys.remove(i),
+            None => {
+                let (key, pkcs8) = SigningKey::generate(alg)?;
+                store_key(store, &key, pkcs8, now).await?;
+                tracing::info!(kid = key.kid(), alg = %alg, "generated a new signing key");
+                key
+            }
+        };
+        let jwks = json!({
+            "keys": std::iter::once(&active).chain(keys.iter()).map(|k| k.jwk.clone()).collect::<Vec<_>>()
+        });
+        Ok(Self { active, jwks })
+    }
+
+    /// The key that signs new tokens.
+    pub fn active(&self) -> &SigningKey {
+        &self.active
+    }
+
+    /// The public JWK Set.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+}
+
+async fn store_key(store: &dyn Store, key: &SigningKey, pkcs8: Vec<u8>, now: Timestamp) -> StoreResult<()> {
+    store
+        .insert_signing_key(&StoredKey {
+            kid: key.kid.clone(),
+            alg: key.alg.name().into(),
+            private_key: pkcs8,
+            created_at: now,
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_round_trips_through_pkcs8_with_a_stable_kid() {
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let (key, pkcs8) = SigningKey::generate(alg).unwrap();
+            let again = SigningKey::from_pkcs8(alg, &pkcs8).unwrap();
+            assert_eq!(key.kid(), again.kid());
+            assert_eq!(key.jwk, again.jwk);
+            let jwt = key.sign_jwt(&json!({"sub": "x"})).unwrap();
+            assert_eq!(jwt.split('.').count(), 3);
+        }
+    }
+
+    #[test]
+    fn at_hash_matches_the_oidc_example() {
+        // OIDC Core appendix A.3: access token and its at_hash for RS256.
+        assert_eq!(Algorithm::RS256.half_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+}

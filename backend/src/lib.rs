@@ -1,0 +1,13 @@
+//! Postern, a self-hosted OpenID Connect provider.
+
+pub mod claims;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod password;
+pub mod server;
+pub mod store;
+pub mod tokens;
+pub mod users;

@@ -1,0 +1,66 @@
+//! `postern serve`: open the store, prepare keys and clients, and serve until told to stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::clients::sync_config_clients;
+use crate::config::Config;
+use crate::http::{now, router, AppState};
+use crate::keys::KeySet;
+use crate::password::Passwords;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(&config.database)
+        .await
+        .with_context(|| format!("opening the database {}", config.database.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let passwords = Passwords::new(&config.argon2).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    sync_config_clients(store.as_ref(), &config, &passwords, now()).await?;
+    let keys = KeySet::load(store.as_ref(), config.tokens.signing_alg, now()).await?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let state = AppState { config: Arc::new(config), store: store.clone(), keys: Arc::new(keys), passwords };
+    tokio::spawn(purge_periodically(store));
+    tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("Postern stopped");
+    Ok(())
+}
+
+async fn purge_periodically(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.purge_expired(now()).await {
+            tracing::warn!(error = %e, "purging expired records failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

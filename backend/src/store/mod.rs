@@ -1,0 +1,324 @@
+//! The one storage interface every handler and CLI command goes through, and its records.
+//!
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; another database only needs another
+//! implementation of [`Store`].
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+/// Seconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. a username that exists in another case).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The record to change does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A person who can sign in.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Internal row id.
+    pub id: i64,
+    /// Lower-case login name; also the `sub` claim.
+    pub username: String,
+    /// Human-readable name (`name` claim).
+    pub display_name: String,
+    /// E-mail address, if known.
+    pub email: Option<String>,
+    /// Whether the address was verified by the operator.
+    pub email_verified: bool,
+    /// Group names, sorted.
+    pub groups: Vec<String>,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// A disabled user cannot sign in and their tokens stop working.
+    pub disabled: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Lower-case login name.
+    pub username: String,
+    /// Human-readable name.
+    pub display_name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Whether the address is verified.
+    pub email_verified: bool,
+    /// Group names.
+    pub groups: Vec<String>,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// Where a client's registration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    /// Declared in the configuration file; re-synchronised at every start.
+    Config,
+    /// Registered with `postern client add`.
+    Cli,
+}
+
+impl ClientSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClientSource::Config => "config",
+            ClientSource::Cli => "cli",
+        }
+    }
+}
+
+/// A registered relying party.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The `client_id`.
+    pub id: String,
+    /// Name shown on the login page.
+    pub name: String,
+    /// argon2id PHC string of the secret; `None` for public clients.
+    pub secret_hash: Option<String>,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Exact post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Scopes the client may be granted.
+    pub scopes: Vec<String>,
+    /// Public clients do not authenticate and must use PKCE.
+    pub public: bool,
+    /// Always include `groups`.
+    pub groups_claim: bool,
+    /// Refuse authorization requests without PKCE.
+    pub require_pkce: bool,
+    /// Issue refresh tokens.
+    pub refresh_tokens: bool,
+    /// Configuration file or CLI.
+    pub source: ClientSource,
+}
+
+/// A signing key as stored: the private key in PKCS#8 DER.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// Key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// JWS algorithm name.
+    pub alg: String,
+    /// PKCS#8 v1 DER.
+    pub private_key: Vec<u8>,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A validated authorization request waiting for the user to sign in.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    /// Opaque handle given to the login page.
+    pub id: String,
+    /// Requesting client.
+    pub client_id: String,
+    /// The exact registered redirect URI the request named.
+    pub redirect_uri: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// Client's `state`, returned byte for byte.
+    pub state: Option<String>,
+    /// Client's `nonce`, carried into the id_token.
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge.
+    pub code_challenge: Option<String>,
+    /// Expiry time.
+    pub expires_at: Timestamp,
+}
+
+/// A browser's single-sign-on session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The signed-in user.
+    pub user_id: i64,
+    /// When the user last entered their password.
+    pub auth_time: Timestamp,
+    /// Expiry time.
+    pub expires_at: Timestamp,
+}
+
+/// One authorization: the code it started with and every token descended from it.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Row id.
+    pub id: i64,
+    /// Client the code was issued to.
+    pub client_id: String,
+    /// User who authorized.
+    pub user_id: i64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// `nonce` of the authorization request.
+    pub nonce: Option<String>,
+    /// When the user authenticated.
+    pub auth_time: Timestamp,
+    /// Redirect URI the code was sent to.
+    pub redirect_uri: String,
+    /// PKCE challenge the code is bound to.
+    pub code_challenge: Option<String>,
+    /// Expiry of the authorization code.
+    pub code_expires_at: Timestamp,
+    /// When the code was redeemed, if it was.
+    pub code_used_at: Option<Timestamp>,
+    /// When the grant was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A grant to create together with its authorization code.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    /// Client.
+    pub client_id: String,
+    /// User.
+    pub user_id: i64,
+    /// Granted scopes.
+    pub scope: String,
+    /// Request nonce.
+    pub nonce: Option<String>,
+    /// Authentication time.
+    pub auth_time: Timestamp,
+    /// Redirect URI.
+    pub redirect_uri: String,
+    /// PKCE challenge.
+    pub code_challenge: Option<String>,
+    /// SHA-256 of the code.
+    pub code_hash: Vec<u8>,
+    /// Code expiry.
+    pub code_expires_at: Timestamp,
+}
+
+/// A token to store, by hash only.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// Scopes the token carries.
+    pub scope: String,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
+/// A live access token with what it grants.
+#[derive(Debug, Clone)]
+pub struct AccessTokenInfo {
+    /// Scopes.
+    pub scope: String,
+    /// Client it was issued to.
+    pub client_id: String,
+    /// User it speaks for.
+    pub user: User,
+}
+
+/// A refresh token as found by hash.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenInfo {
+    /// Scopes.
+    pub scope: String,
+    /// Expiry.
+    pub expires_at: Timestamp,
+    /// Whether it was already exchanged (rotation).
+    pub used: bool,
+    /// The grant it belongs to.
+    pub grant: Grant,
+}
+
+/// The storage interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user; `Conflict` if the name exists in any case.
+    async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User>;
+    /// Finds a user by (lower-case) username.
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Finds a user by id.
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>>;
+    /// All users, by name.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Replaces a user's password hash.
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
+    /// Disables or enables a user; disabling also ends their sessions.
+    async fn set_disabled(&self, username: &str, disabled: bool) -> StoreResult<()>;
+    /// Replaces a user's groups.
+    async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()>;
+
+    /// Creates or replaces a client.
+    async fn upsert_client(&self, client: &Client, now: Timestamp) -> StoreResult<()>;
+    /// Finds a client.
+    async fn client(&self, id: &str) -> StoreResult<Option<Client>>;
+    /// All clients, by id.
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Removes a client and everything issued to it; false if there was none.
+    async fn remove_client(&self, id: &str) -> StoreResult<bool>;
+
+    /// All signing keys, oldest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Stores a new signing key.
+    async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+
+    /// Stores a pending authorization request.
+    async fn insert_authorization_request(&self, request: &AuthorizationRequest) -> StoreResult<()>;
+    /// Finds a pending request that has not expired.
+    async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>>;
+    /// Removes a pending request; true if this call removed it (so it is completed once).
+    async fn take_authorization_request(&self, id: &str) -> StoreResult<bool>;
+
+    /// Creates a session under the hash of its cookie value.
+    async fn create_session(&self, id_hash: &[u8], session: &Session, now: Timestamp) -> StoreResult<()>;
+    /// Finds a live session whose user is enabled.
+    async fn session(&self, id_hash: &[u8], now: Timestamp) -> StoreResult<Option<Session>>;
+    /// Ends a session.
+    async fn delete_session(&self, id_hash: &[u8]) -> StoreResult<()>;
+
+    /// Creates a grant with its authorization code.
+    async fn create_grant(&self, grant: &NewGrant, now: Timestamp) -> StoreResult<i64>;
+    /// Finds a grant by the hash of its code.
+    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>>;
+    /// Marks the code used and stores the tokens, atomically; false if the code was already used.
+    async fn redeem_code(
+        &self,
+        grant_id: i64,
+        now: Timestamp,
+        access: &NewToken,
+        refresh: Option<&NewToken>,
+    ) -> StoreResult<bool>;
+    /// Revokes a grant and so every token descended from it.
+    async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()>;
+
+    /// Finds a live access token of an unrevoked grant and an enabled user.
+    async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>>;
+    /// Finds a refresh token by hash, used or not.
+    async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>>;
+    /// Marks a refresh token used and stores its successors, atomically; false if already used.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8],
+        now: Timestamp,
+        access: &NewToken,
+        refresh: &NewToken,
+    ) -> StoreResult<bool>;
+
+    /// Deletes expired requests, sessions, codes and tokens.
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<()>;
+}

@@ -1,0 +1,521 @@
+//! [`Store`] on an embedded SQLite file (WAL mode), migrations applied at open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+/// SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
+     u.disabled, u.created_at, \
+     (SELECT json_group_array(name) FROM user_groups g WHERE g.user_id = u.id) AS groups";
+
+const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.scope, g.nonce, g.auth_time, g.redirect_uri, \
+     g.code_challenge, g.code_expires_at, g.code_used_at, g.revoked_at";
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn user_where(
+        &self,
+        condition: &str,
+        bind: impl FnOnce(QueryAs<'_>) -> QueryAs<'_>,
+    ) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u {condition}");
+        let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn user_id(&self, username: &str) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("user"))
+    }
+}
+
+type QueryAs<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn json_list(value: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(value).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).expect("a list of strings always serialises")
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let mut groups = json_list(row.try_get::<&str, _>("groups")?)?;
+    groups.sort();
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        email: row.try_get("email")?,
+        email_verified: row.try_get("email_verified")?,
+        groups,
+        password_hash: row.try_get("password_hash")?,
+        disabled: row.try_get("disabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
+    Ok(Client {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        redirect_uris: json_list(row.try_get("redirect_uris")?)?,
+        post_logout_redirect_uris: json_list(row.try_get("post_logout_redirect_uris")?)?,
+        scopes: json_list(row.try_get("scopes")?)?,
+        public: row.try_get("public")?,
+        groups_claim: row.try_get("groups_claim")?,
+        require_pkce: row.try_get("require_pkce")?,
+        refresh_tokens: row.try_get("refresh_tokens")?,
+        source: match row.try_get::<&str, _>("source")? {
+            "config" => ClientSource::Config,
+            _ => ClientSource::Cli,
+        },
+    })
+}
+
+fn grant_from_row(row: &SqliteRow) -> StoreResult<Grant> {
+    Ok(Grant {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        scope: row.try_get("scope")?,
+        nonce: row.try_get("nonce")?,
+        auth_time: row.try_get("auth_time")?,
+        redirect_uri: row.try_get("redirect_uri")?,
+        code_challenge: row.try_get("code_challenge")?,
+        code_expires_at: row.try_get("code_expires_at")?,
+        code_used_at: row.try_get("code_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+async fn insert_token(
+    tx: &mut sqlx::SqliteConnection,
+    table: &str,
+    grant_id: i64,
+    token: &NewToken,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("INSERT INTO {table} (hash, grant_id, scope, expires_at) VALUES (?, ?, ?, ?)"))
+        .bind(&token.hash)
+        .bind(grant_id)
+        .bind(&token.scope)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, display_name, email, email_verified, password_hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(user.email_verified)
+        .bind(&user.password_hash)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("user") } else { e.into() })?;
+        for group in &user.groups {
+            sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
+                .bind(id)
+                .bind(group)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.user_by_id(id).await?.ok_or(StoreError::NotFound("user"))
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        Ok(self.user_where("WHERE u.username = ?", |q| q.bind(username.to_owned())).await?.pop())
+    }
+
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>> {
+        Ok(self.user_where("WHERE u.id = ?", |q| q.bind(id)).await?.pop())
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.user_where("ORDER BY u.username", |q| q).await
+    }
+
+    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    async fn set_disabled(&self, username: &str, disabled: bool) -> StoreResult<()> {
+        let id = self.user_id(username).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled).bind(id).execute(&mut *tx).await?;
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()> {
+        let id = self.user_id(username).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM user_groups WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+        for group in groups {
+            sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
+                .bind(id)
+                .bind(group)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_client(&self, client: &Client, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO clients (id, name, secret_hash, redirect_uris, post_logout_redirect_uris, scopes, public, \
+             groups_claim, require_pkce, refresh_tokens, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
+             redirect_uris = excluded.redirect_uris, post_logout_redirect_uris = excluded.post_logout_redirect_uris, \
+             scopes = excluded.scopes, public = excluded.public, groups_claim = excluded.groups_claim, \
+             require_pkce = excluded.require_pkce, refresh_tokens = excluded.refresh_tokens, source = excluded.source",
+        )
+        .bind(&client.id)
+        .bind(&client.name)
+        .bind(&client.secret_hash)
+        .bind(to_json(&client.redirect_uris))
+        .bind(to_json(&client.post_logout_redirect_uris))
+        .bind(to_json(&client.scopes))
+        .bind(client.public)
+        .bind(client.groups_claim)
+        .bind(client.require_pkce)
+        .bind(client.refresh_tokens)
+        .bind(client.source.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
+        let row = sqlx::query("SELECT * FROM clients WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn remove_client(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM clients WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    alg: r.try_get("alg")?,
+                    private_key: r.try_get("private_key")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, alg, private_key, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_key)
+            .bind(key.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_authorization_request(&self, r: &AuthorizationRequest) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO authorization_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, \
+             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.client_id)
+        .bind(&r.redirect_uri)
+        .bind(&r.scope)
+        .bind(&r.state)
+        .bind(&r.nonce)
+        .bind(&r.code_challenge)
+        .bind(r.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>> {
+        let row = sqlx::query("SELECT * FROM authorization_requests WHERE id = ? AND expires_at > ?")
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(AuthorizationRequest {
+                id: r.try_get("id")?,
+                client_id: r.try_get("client_id")?,
+                redirect_uri: r.try_get("redirect_uri")?,
+                scope: r.try_get("scope")?,
+                state: r.try_get("state")?,
+                nonce: r.try_get("nonce")?,
+                code_challenge: r.try_get("code_challenge")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn take_authorization_request(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM authorization_requests WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, id_hash: &[u8], s: &Session, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id_hash)
+        .bind(s.user_id)
+        .bind(s.auth_time)
+        .bind(now)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &[u8], now: Timestamp) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.user_id, s.auth_time, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = ? AND s.expires_at > ? AND u.disabled = 0",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get("user_id")?,
+                auth_time: r.try_get("auth_time")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &[u8]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?").bind(id_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_grant(&self, g: &NewGrant, now: Timestamp) -> StoreResult<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO grants (client_id, user_id, scope, nonce, auth_time, redirect_uri, code_hash, code_challenge, \
+             code_expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&g.client_id)
+        .bind(g.user_id)
+        .bind(&g.scope)
+        .bind(&g.nonce)
+        .bind(g.auth_time)
+        .bind(&g.redirect_uri)
+        .bind(&g.code_hash)
+        .bind(&g.code_challenge)
+        .bind(g.code_expires_at)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>> {
+        let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.code_hash = ?"))
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    async fn redeem_code(
+        &self,
+        grant_id: i64,
+        now: Timestamp,
+        access: &NewToken,
+        refresh: Option<&NewToken>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE grants SET code_used_at = ? WHERE id = ? AND code_used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_token(&mut tx, "access_tokens", grant_id, access).await?;
+        if let Some(refresh) = refresh {
+            insert_token(&mut tx, "refresh_tokens", grant_id, refresh).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(grant_id)
+            .execute(&mut *tx)
+            .await?;
+        // The grant row stays as the record of the revocation; its tokens go.
+        sqlx::query("DELETE FROM access_tokens WHERE grant_id = ?").bind(grant_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE grant_id = ? AND used_at IS NULL")
+            .bind(grant_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>> {
+        let row = sqlx::query(&format!(
+            "SELECT t.scope AS token_scope, g.client_id AS token_client, {USER_COLUMNS} FROM access_tokens t \
+             JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id \
+             WHERE t.hash = ? AND t.expires_at > ? AND g.revoked_at IS NULL AND u.disabled = 0"
+        ))
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AccessTokenInfo {
+                scope: r.try_get("token_scope")?,
+                client_id: r.try_get("token_client")?,
+                user: user_from_row(&r)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>> {
+        let row = sqlx::query(&format!(
+            "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at AS token_used_at, \
+             {GRANT_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RefreshTokenInfo {
+                scope: r.try_get("token_scope")?,
+                expires_at: r.try_get("token_expires_at")?,
+                used: r.try_get::<Option<i64>, _>("token_used_at")?.is_some(),
+                grant: grant_from_row(&r)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8],
+        now: Timestamp,
+        access: &NewToken,
+        refresh: &NewToken,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let grant_id: Option<i64> = sqlx::query_scalar(
+            "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL \
+             AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL) RETURNING grant_id",
+        )
+        .bind(now)
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(grant_id) = grant_id else {
+            return Ok(false);
+        };
+        insert_token(&mut tx, "access_tokens", grant_id, access).await?;
+        insert_token(&mut tx, "refresh_tokens", grant_id, refresh).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM authorization_requests WHERE expires_at <= ?1",
+            "DELETE FROM sessions WHERE expires_at <= ?1",
+            "DELETE FROM access_tokens WHERE expires_at <= ?1",
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
+            // A grant is kept while any token of it lives, and a day past its code so replays are recognised.
+            "DELETE FROM grants WHERE code_expires_at <= ?1 - 86400 \
+             AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = grants.id) \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.grant_id = grants.id)",
+        ] {
+            sqlx::query(sql).bind(now).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
