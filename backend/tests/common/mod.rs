@@ -1,0 +1,350 @@
+//! Test kit: a real `postern` process on a temporary SQLite file, driven over HTTP.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardRevocableToken, StandardTokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+/// JupyterHub's callback, as registered for the `jupyterhub` test client.
+pub const HUB_CALLBACK: &str = "https://hub.example:8443/hub/oauth_callback";
+/// Secret of the `jupyterhub` test client.
+pub const HUB_SECRET: &str = "hub-secret-0123456789abcdef";
+/// Secret of the `legacy` test client (PKCE not required).
+pub const LEGACY_SECRET: &str = "legacy-secret-0123456789abcdef";
+/// Password every test user gets unless a test says otherwise.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A running Postern with its own directory, database and port.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub issuer: String,
+    child: Option<Child>,
+    extra: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts a server whose config is the standard test config plus `extra` TOML (top-level keys
+    /// must come before any table, so `extra` is placed first).
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        let mut server = Server { dir, port, issuer, child: None, extra: extra.to_owned() };
+        server.write_config();
+        server.spawn();
+        server
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("postern.toml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("postern.db")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postern.log")
+    }
+
+    fn write_config(&self) {
+        let config = format!(
+            r#"{extra}
+issuer = "{issuer}"
+listen = "127.0.0.1:{port}"
+database = "{db}"
+
+[clients.jupyterhub]
+name = "JupyterHub"
+secret = "{HUB_SECRET}"
+redirect_uris = ["{HUB_CALLBACK}"]
+
+[clients.spa]
+name = "Postern UI"
+public = true
+redirect_uris = ["{issuer}/callback"]
+
+[clients.legacy]
+secret = "{LEGACY_SECRET}"
+require_pkce = false
+refresh_tokens = false
+scopes = ["openid", "profile"]
+redirect_uris = ["https://legacy.example/cb"]
+"#,
+            extra = self.extra,
+            issuer = self.issuer,
+            port = self.port,
+            db = self.db_path().display(),
+        );
+        std::fs::write(self.config_path(), config).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        loop {
+            if let Ok(resp) = http_status(&url) {
+                if resp == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("postern exited with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "postern did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stops the process (SIGKILL: nothing may depend on a clean shutdown) and starts it again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs a `postern` CLI command against this server's config, feeding `stdin`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(&self.config_path(), args, stdin)
+    }
+
+    /// Creates a user with [`PASSWORD`] through the CLI.
+    pub fn add_user(&self, username: &str, groups: &[&str]) {
+        let groups = groups.join(",");
+        let mut args =
+            vec!["user", "add", username, "--name", "Test User", "--email", "t@example.org", "--email-verified"];
+        if !groups.is_empty() {
+            args.extend(["--groups", &groups]);
+        }
+        let out = self.cli(&args, &format!("{PASSWORD}\n"));
+        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs the CLI with a config file.
+pub fn run_cli(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Status of a GET, without an async runtime (the kit starts servers from plain threads too).
+fn http_status(url: &str) -> Result<u16, std::io::Error> {
+    use std::io::Read;
+    let url = Url::parse(url).unwrap();
+    let mut stream = std::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))?;
+    write!(stream, "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", url.path())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// A browser: keeps cookies, never follows redirects by itself.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// A server-to-server HTTP client for the oauth2 crate (must not follow redirects).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The id_token next to the standard token response fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdTokenFields {
+    pub id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenFields {}
+
+pub type TokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+
+pub type OidcClient = oauth2::Client<
+    BasicErrorResponse,
+    TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// An oauth2 client for one of the test clients.
+pub fn oauth_client(server: &Server, id: &str, secret: Option<&str>, redirect: &str) -> OidcClient {
+    let client = oauth2::Client::new(ClientId::new(id.into()))
+        .set_auth_uri(AuthUrl::new(server.url("/authorize")).unwrap())
+        .set_token_uri(TokenUrl::new(server.url("/token")).unwrap())
+        .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
+    match secret {
+        Some(secret) => client.set_client_secret(ClientSecret::new(secret.into())),
+        None => client,
+    }
+}
+
+/// The JupyterHub client as JupyterHub configures it: secret in the body.
+pub fn hub_client(server: &Server) -> OidcClient {
+    oauth_client(server, "jupyterhub", Some(HUB_SECRET), HUB_CALLBACK).set_auth_type(oauth2::AuthType::RequestBody)
+}
+
+/// An authorization request the test is about to send.
+pub struct Authorization {
+    pub url: Url,
+    pub state: CsrfToken,
+    pub verifier: PkceCodeVerifier,
+}
+
+/// Builds an authorization URL with PKCE S256 and the scopes JupyterHub asks for (or `extra`'s `scope`),
+/// plus `extra` parameters.
+pub fn authorization(client: &OidcClient, extra: &[(&str, &str)]) -> Authorization {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let scope = extra.iter().find(|(k, _)| *k == "scope").map_or("openid profile email", |(_, v)| *v);
+    let mut request = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scopes(scope.split(' ').map(|s| Scope::new(s.into())))
+        .set_pkce_challenge(challenge);
+    for (k, v) in extra.iter().filter(|(k, _)| *k != "scope") {
+        request = request.add_extra_param(*k, *v);
+    }
+    let (url, state) = request.url();
+    Authorization { url, state, verifier }
+}
+
+/// The `Location` of a redirect response, asserting it is a 303.
+pub fn location(response: &reqwest::Response) -> Url {
+    assert_eq!(response.status(), 303, "expected a 303 redirect");
+    Url::parse(response.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+/// One query parameter of a URL.
+pub fn query(url: &Url, key: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+/// Sends the authorization request, expects the login page, logs in as `username`; returns where the
+/// browser is sent (the client's redirect URI with code, state and iss).
+pub async fn login(browser: &reqwest::Client, server: &Server, auth_url: &Url, username: &str, password: &str) -> Url {
+    let response = browser.get(auth_url.clone()).send().await.unwrap();
+    let login_page = location(&response);
+    assert_eq!(login_page.path(), "/login", "expected the login page, got {login_page}");
+    let handle = query(&login_page, "request").expect("login page URL carries the request handle");
+    let pending: shared::PendingRequest = browser
+        .get(server.url(&format!("/api/authorization-requests/{handle}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!pending.client_name.is_empty());
+    let response = submit_login(browser, server, &handle, username, password).await;
+    assert_eq!(response.status(), 200, "login failed: {}", response.text().await.unwrap());
+    let body: shared::LoginResponse = response.json().await.unwrap();
+    Url::parse(&body.redirect_to).unwrap()
+}
+
+/// POSTs credentials to the login API.
+pub async fn submit_login(
+    browser: &reqwest::Client,
+    server: &Server,
+    handle: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    browser
+        .post(server.url("/api/login"))
+        .json(&shared::LoginRequest { request: handle.into(), username: username.into(), password: password.into() })
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Verifies an id_token against the server's JWKS; returns its claims.
+pub async fn verify_id_token(server: &Server, id_token: &str, audience: &str) -> Value {
+    let jwks: JwkSet = http().get(server.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let header = decode_header(id_token).unwrap();
+    let kid = header.kid.expect("id_token has a kid");
+    let jwk = jwks.find(&kid).expect("the kid is in the JWKS");
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[&server.issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["iss", "sub", "aud", "exp", "iat"]);
+    decode::<Value>(id_token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims
+}
+
+/// Calls userinfo with a bearer token.
+pub async fn userinfo(server: &Server, token: &str) -> reqwest::Response {
+    http().get(server.url("/userinfo")).bearer_auth(token).send().await.unwrap()
+}
+
+/// Posts a raw form to `/token`, as JupyterHub does.
+pub async fn token_form(server: &Server, form: &[(&str, &str)]) -> reqwest::Response {
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    http()
+        .post(server.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}

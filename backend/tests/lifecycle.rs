@@ -1,0 +1,272 @@
+//! Refresh-token rotation, disabled users, restarts, the CLI and configuration errors.
+
+mod common;
+
+use common::*;
+use oauth2::basic::BasicErrorResponseType;
+use oauth2::{AuthorizationCode, RefreshToken, RequestTokenError, TokenResponse as _};
+use serde_json::Value;
+
+async fn sign_in(server: &Server, client: &OidcClient, user: &str) -> TokenResponse {
+    let auth = authorization(client, &[]);
+    let back = login(&browser(), server, &auth.url, user, PASSWORD).await;
+    client
+        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
+        .set_pkce_verifier(auth.verifier)
+        .request_async(&http())
+        .await
+        .unwrap()
+}
+
+async fn refresh(client: &OidcClient, token: &str) -> Result<TokenResponse, BasicErrorResponseType> {
+    match client.exchange_refresh_token(&RefreshToken::new(token.into())).request_async(&http()).await {
+        Ok(tokens) => Ok(tokens),
+        Err(RequestTokenError::ServerResponse(e)) => Err(e.error().clone()),
+        Err(other) => panic!("transport error: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let server = Server::start("");
+    server.add_user("mia", &[]);
+    let client = hub_client(&server);
+    let first = sign_in(&server, &client, "mia").await;
+    let r1 = first.refresh_token().unwrap().secret().clone();
+
+    let second = refresh(&client, &r1).await.unwrap();
+    let r2 = second.refresh_token().unwrap().secret().clone();
+    assert_ne!(r1, r2, "rotated");
+    let claims = verify_id_token(&server, second.extra_fields().id_token.as_deref().unwrap(), "jupyterhub").await;
+    assert_eq!(claims["sub"], "mia");
+    assert!(claims.get("nonce").is_none());
+    assert_eq!(userinfo(&server, second.access_token().secret()).await.status(), 200);
+
+    // Narrowing the scope is allowed; widening is not.
+    let narrowed = client
+        .exchange_refresh_token(&RefreshToken::new(r2.clone()))
+        .add_scope(oauth2::Scope::new("openid".into()))
+        .request_async(&http())
+        .await
+        .unwrap();
+    let r3 = narrowed.refresh_token().unwrap().secret().clone();
+    let info: Value = userinfo(&server, narrowed.access_token().secret()).await.json().await.unwrap();
+    assert!(info.get("name").is_none(), "profile was dropped");
+    let widen = client
+        .exchange_refresh_token(&RefreshToken::new(r3.clone()))
+        .add_scope(oauth2::Scope::new("groups".into()))
+        .request_async(&http())
+        .await;
+    assert!(
+        matches!(widen, Err(RequestTokenError::ServerResponse(ref e)) if *e.error() == BasicErrorResponseType::InvalidScope)
+    );
+
+    // Reusing r1 (already rotated) revokes everything of this grant, r3 included.
+    assert_eq!(refresh(&client, &r1).await.unwrap_err(), BasicErrorResponseType::InvalidGrant);
+    assert_eq!(refresh(&client, &r3).await.unwrap_err(), BasicErrorResponseType::InvalidGrant);
+    assert_eq!(userinfo(&server, narrowed.access_token().secret()).await.status(), 401);
+
+    // Another client cannot use mia's refresh token.
+    let other = sign_in(&server, &client, "mia").await;
+    let spa = oauth_client(&server, "spa", None, &server.url("/callback")).set_auth_type(oauth2::AuthType::RequestBody);
+    let stolen = refresh(&spa, other.refresh_token().unwrap().secret()).await.unwrap_err();
+    assert_eq!(stolen, BasicErrorResponseType::InvalidGrant);
+    assert!(
+        refresh(&client, other.refresh_token().unwrap().secret()).await.is_ok(),
+        "the failed theft changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_user_loses_login_refresh_userinfo_and_session() {
+    let server = Server::start("");
+    server.add_user("ned", &[]);
+    let client = hub_client(&server);
+    let browser = browser();
+    let auth = authorization(&client, &[]);
+    let back = login(&browser, &server, &auth.url, "ned", PASSWORD).await;
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
+        .set_pkce_verifier(auth.verifier)
+        .request_async(&http())
+        .await
+        .unwrap();
+
+    let out = server.cli(&["user", "disable", "NED"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 401);
+    assert_eq!(
+        refresh(&client, tokens.refresh_token().unwrap().secret()).await.unwrap_err(),
+        BasicErrorResponseType::InvalidGrant
+    );
+    // The SSO session is gone too: the next authorization shows the form, where the login fails.
+    let auth = authorization(&client, &[]);
+    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    assert_eq!(login_page.path(), "/login");
+    let response = submit_login(&browser, &server, &query(&login_page, "request").unwrap(), "ned", PASSWORD).await;
+    assert_eq!(response.status(), 401);
+
+    // Enabled again, the user signs in.
+    assert!(server.cli(&["user", "enable", "ned"], "").status.success());
+    sign_in(&server, &client, "ned").await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_users_clients_keys_sessions_and_refresh_tokens() {
+    let mut server = Server::start("");
+    server.add_user("olga", &["staff"]);
+    let out = server.cli(&["client", "add", "notebook", "--redirect-uri", "https://nb.example/cb"], "");
+    assert!(out.status.success());
+    let client = hub_client(&server);
+    let browser = browser();
+    let auth = authorization(&client, &[]);
+    let back = login(&browser, &server, &auth.url, "olga", PASSWORD).await;
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
+        .set_pkce_verifier(auth.verifier)
+        .request_async(&http())
+        .await
+        .unwrap();
+    let jwks_before: Value = http().get(server.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+
+    server.restart();
+
+    let jwks_after: Value = http().get(server.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks_before, jwks_after, "signing keys survive a restart");
+    // The old id_token still verifies; the access token still works; the refresh token rotates.
+    verify_id_token(&server, tokens.extra_fields().id_token.as_deref().unwrap(), "jupyterhub").await;
+    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 200);
+    let refreshed = refresh(&client, tokens.refresh_token().unwrap().secret()).await.unwrap();
+    let info: Value = userinfo(&server, refreshed.access_token().secret()).await.json().await.unwrap();
+    assert_eq!(info["sub"], "olga");
+    // The session cookie still signs the browser in; the CLI client is still registered.
+    let auth = authorization(&client, &[]);
+    assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/hub/oauth_callback");
+    let list = String::from_utf8(server.cli(&["client", "list"], "").stdout).unwrap();
+    assert!(list.contains("notebook") && list.contains("jupyterhub"), "{list}");
+    let users = String::from_utf8(server.cli(&["user", "list"], "").stdout).unwrap();
+    assert!(users.contains("olga") && users.contains("staff"), "{users}");
+}
+
+#[tokio::test]
+async fn cli_registered_jupyterhub_client_works_as_printed() {
+    let server = Server::start("");
+    server.add_user("pat", &["hub-users", "hub-admins"]);
+    let out = server.cli(
+        &[
+            "client",
+            "add",
+            "hub2",
+            "--jupyterhub",
+            "--redirect-uri",
+            "https://hub2.example/hub/oauth_callback",
+            "--allowed-groups",
+            "hub-users",
+            "--admin-groups",
+            "hub-admins",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let secret = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("c.GenericOAuthenticator.client_secret = "))
+        .map(|s| s.trim_matches('"').to_owned())
+        .expect("the snippet carries the secret");
+    for line in [
+        "c.JupyterHub.authenticator_class = \"generic-oauth\"",
+        "c.GenericOAuthenticator.client_id = \"hub2\"",
+        &format!("c.GenericOAuthenticator.authorize_url = \"{}/authorize\"", server.issuer),
+        &format!("c.GenericOAuthenticator.token_url = \"{}/token\"", server.issuer),
+        &format!("c.GenericOAuthenticator.userdata_url = \"{}/userinfo\"", server.issuer),
+        "c.GenericOAuthenticator.oauth_callback_url = \"https://hub2.example/hub/oauth_callback\"",
+        "c.GenericOAuthenticator.username_claim = \"preferred_username\"",
+        "c.GenericOAuthenticator.manage_groups = True",
+        "c.GenericOAuthenticator.auth_state_groups_key = \"oauth_user.groups\"",
+        "c.GenericOAuthenticator.allowed_groups = {\"hub-users\"}",
+        "c.GenericOAuthenticator.admin_groups = {\"hub-admins\"}",
+    ] {
+        assert!(printed.contains(line), "missing {line:?} in:\n{printed}");
+    }
+    // The printed secret authenticates, and groups reach userinfo.
+    let client = oauth_client(&server, "hub2", Some(&secret), "https://hub2.example/hub/oauth_callback")
+        .set_auth_type(oauth2::AuthType::RequestBody);
+    let tokens = sign_in(&server, &client, "pat").await;
+    let info: Value = userinfo(&server, tokens.access_token().secret()).await.json().await.unwrap();
+    assert_eq!(info["groups"], serde_json::json!(["hub-admins", "hub-users"]));
+    // The secret is stored hashed, never in the clear.
+    let db = std::fs::read(server.db_path()).unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    // Removing it stops it.
+    assert!(server.cli(&["client", "remove", "hub2"], "").status.success());
+    assert!(refresh(&client, tokens.refresh_token().unwrap().secret()).await.is_err());
+    // A config-declared client cannot be removed from the CLI.
+    assert!(!server.cli(&["client", "remove", "jupyterhub"], "").status.success());
+}
+
+#[test]
+fn cli_user_management() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(&config, format!("issuer = \"http://127.0.0.1:1\"\ndatabase = \"{}/p.db\"\n", dir.path().display()))
+        .unwrap();
+    let ok = |args: &[&str], stdin: &str| {
+        let out = run_cli(&config, args, stdin);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["user", "add", "Quinn", "--groups", "a,b"], "a long password\n");
+    // Case-insensitive uniqueness, password rules, username rules.
+    assert!(!run_cli(&config, &["user", "add", "QUINN"], "another password\n").status.success());
+    assert!(!run_cli(&config, &["user", "add", "rita"], "short\n").status.success());
+    assert!(!run_cli(&config, &["user", "add", "bad/name"], "a long password\n").status.success());
+    assert_eq!(ok(&["user", "groups", "quinn"], "").trim(), "a,b");
+    assert_eq!(ok(&["user", "groups", "quinn", "c"], "").trim(), "c");
+    assert_eq!(ok(&["user", "groups", "quinn", "--clear"], "").trim(), "");
+    ok(&["user", "set-password", "quinn"], "a new long password\n");
+    assert!(!run_cli(&config, &["user", "set-password", "nobody"], "a new long password\n").status.success());
+    let list = ok(&["user", "list"], "");
+    assert!(list.contains("quinn") && list.contains("active"));
+    // The password is never stored in the clear.
+    let db = std::fs::read(dir.path().join("p.db")).unwrap();
+    assert!(!db.windows(8).any(|w| w == b"a new lo"));
+}
+
+#[test]
+fn invalid_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    let cases = [
+        ("issuer = \"not a url\"\n", "issuer"),
+        ("issuer = \"https://a.example/\"\nlisten = \"nowhere\"\n", "listen"),
+        ("issuer = \"https://a.example/x/\"\n", "issuer"),
+        ("issuer = \"https://a.example\"\ntokens.code_lifetime = 600\n", "tokens.code_lifetime"),
+        ("issuer = \"https://a.example\"\ntokens.signing_alg = \"HS256\"\n", "signing_alg"),
+        ("issuer = \"https://a.example\"\nsesion.lifetime = 5\n", "sesion"),
+        (
+            "issuer = \"https://a.example\"\n[clients.hub]\nsecret = \"0123456789abcdef\"\nredirect_uris = [\"https://h.example/cb#x\"]\n",
+            "clients.hub.redirect_uris[0]",
+        ),
+        ("issuer = \"https://a.example\"\n[clients.hub]\nredirect_uris = [\"https://h.example/cb\"]\n", "clients.hub.secret"),
+    ];
+    for (toml, key) in cases {
+        std::fs::write(&config, toml).unwrap();
+        let out = run_cli(&config, &["serve"], "");
+        assert!(!out.status.success(), "{toml}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{key} not named for {toml:?}: {stderr}");
+    }
+    // A missing file, and an environment override that breaks the config.
+    let out = run_cli(&dir.path().join("missing.toml"), &["serve"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    std::fs::write(&config, "issuer = \"https://a.example\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["--config", config.to_str().unwrap(), "user", "list"])
+        .env("POSTERN_TOKENS__ACCESS_TOKEN_LIFETIME", "0")
+        .env("POSTERN_DATABASE", dir.path().join("x.db"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens.access_token_lifetime"));
+}
