@@ -80,6 +80,20 @@ async fn token_request_exactly_as_jupyterhub_sends_it() {
     let info: Value = userinfo(&server, body["access_token"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(info["groups"], serde_json::json!(["e2e-users"]));
     assert_eq!(info["preferred_username"], "dave");
+
+    // POST works too, with the token in the header or in a form body (RFC 6750 §2.2), not both.
+    let token = body["access_token"].as_str().unwrap();
+    let by_header = http().post(server.url("/userinfo")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(by_header.json::<Value>().await.unwrap(), info);
+    let form = || {
+        http()
+            .post(server.url("/userinfo"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("access_token={token}"))
+    };
+    assert_eq!(form().send().await.unwrap().json::<Value>().await.unwrap(), info);
+    let both = form().bearer_auth(token).send().await.unwrap();
+    assert_eq!(both.status(), 400);
 }
 
 #[tokio::test]

@@ -65,7 +65,8 @@ impl OAuthCode {
 pub enum Error {
     /// Token-endpoint error: JSON body, 400 (401 for `invalid_client`).
     OAuth(OAuthCode, String),
-    /// Protected-resource error: `WWW-Authenticate: Bearer`, 401 (403 for `insufficient_scope`).
+    /// Protected-resource error: `WWW-Authenticate: Bearer`, 401 (400 for `invalid_request`, 403 for
+    /// `insufficient_scope`).
     /// `None` when no token was presented at all.
     Bearer(Option<OAuthCode>, String),
     /// Login API error, as the shared [`shared::ErrorBody`].
@@ -127,10 +128,10 @@ impl IntoResponse for Error {
                 let (status, challenge) = match code {
                     None => (StatusCode::UNAUTHORIZED, "Bearer realm=\"postern\"".to_string()),
                     Some(code) => (
-                        if code == OAuthCode::InsufficientScope {
-                            StatusCode::FORBIDDEN
-                        } else {
-                            StatusCode::UNAUTHORIZED
+                        match code {
+                            OAuthCode::InvalidRequest => StatusCode::BAD_REQUEST,
+                            OAuthCode::InsufficientScope => StatusCode::FORBIDDEN,
+                            _ => StatusCode::UNAUTHORIZED,
                         },
                         format!(
                             "Bearer realm=\"postern\", error=\"{}\", error_description=\"{}\"",
