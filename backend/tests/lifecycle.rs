@@ -270,3 +270,15 @@ fn invalid_configuration_names_the_key() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokens.access_token_lifetime"));
 }
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../postern.example.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["--config", example, "client", "list"])
+        .env("POSTERN_DATABASE", dir.path().join("x.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
