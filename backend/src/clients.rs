@@ -3,7 +3,7 @@
 use url::Url;
 
 use crate::claims::SUPPORTED_SCOPES;
-use crate::config::Config;
+use crate::config::{Config, SELF_TEST_CLIENT_ID};
 use crate::password::Passwords;
 use crate::store::{Client, ClientSource, Store, StoreResult, Timestamp};
 
@@ -83,8 +83,26 @@ pub async fn sync_config_clients(
         };
         store.upsert_client(&client, now).await?;
     }
+    if config.ui.self_test_client {
+        let client = Client {
+            id: SELF_TEST_CLIENT_ID.into(),
+            name: format!("{} self-test", config.ui.product_name),
+            secret_hash: None,
+            redirect_uris: vec![config.ui_page("/callback")],
+            post_logout_redirect_uris: vec![config.ui_page("/signed-out")],
+            scopes: SUPPORTED_SCOPES.iter().map(|s| s.to_string()).collect(),
+            public: true,
+            groups_claim: true,
+            require_pkce: true,
+            refresh_tokens: true,
+            source: ClientSource::Config,
+        };
+        store.upsert_client(&client, now).await?;
+    }
+    let declared =
+        |id: &str| config.clients.contains_key(id) || (config.ui.self_test_client && id == SELF_TEST_CLIENT_ID);
     for client in store.list_clients().await? {
-        if client.source == ClientSource::Config && !config.clients.contains_key(&client.id) {
+        if client.source == ClientSource::Config && !declared(&client.id) {
             tracing::info!(client_id = %client.id, "removing a client no longer in the configuration file");
             store.remove_client(&client.id).await?;
         }

@@ -27,9 +27,9 @@ pub struct Config {
     /// Path of the SQLite database file.
     #[serde(default = "defaults::database")]
     pub database: PathBuf,
-    /// Public URL of the login UI; the issuer when the UI is served by Postern itself.
+    /// The login UI.
     #[serde(default)]
-    pub ui_url: Option<Url>,
+    pub ui: UiSettings,
     /// Token lifetimes and signing.
     #[serde(default)]
     pub tokens: TokenConfig,
@@ -43,6 +43,38 @@ pub struct Config {
     #[serde(default)]
     pub clients: BTreeMap<String, ClientConfig>,
 }
+
+/// Where the login UI lives and how it presents itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// Public URL of the UI when it is served from another origin (split deployment); unset when
+    /// Postern serves the UI itself on the issuer's origin.
+    pub url: Option<Url>,
+    /// Directory of the built UI (`trunk build --release` output) that Postern serves.
+    pub dir: PathBuf,
+    /// Product name shown by the UI.
+    pub product_name: String,
+    /// Logo image URL shown by the UI.
+    pub logo_url: Option<String>,
+    /// Register the UI's own "try a sign-in" client (`postern-ui`).
+    pub self_test_client: bool,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            dir: PathBuf::from("dist"),
+            product_name: "Postern".into(),
+            logo_url: None,
+            self_test_client: true,
+        }
+    }
+}
+
+/// Client id of the UI's own relying party.
+pub const SELF_TEST_CLIENT_ID: &str = "postern-ui";
 
 /// Token lifetimes (seconds) and the id_token signing algorithm.
 #[derive(Debug, Clone, Deserialize)]
@@ -193,8 +225,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         check_base_url("issuer", &self.issuer)?;
-        if let Some(ui) = &self.ui_url {
-            check_base_url("ui_url", ui)?;
+        if let Some(ui) = &self.ui.url {
+            check_base_url("ui.url", ui)?;
+        }
+        if self.ui.product_name.trim().is_empty() {
+            return Err(invalid("ui.product_name", "must not be empty"));
+        }
+        if self.ui.self_test_client && self.clients.contains_key(SELF_TEST_CLIENT_ID) {
+            return Err(invalid(
+                format!("clients.{SELF_TEST_CLIENT_ID}"),
+                "this id belongs to the UI's self-test client; pick another or set ui.self_test_client = false",
+            ));
         }
         let t = &self.tokens;
         if !(1..=60).contains(&t.code_lifetime) {
@@ -228,7 +269,7 @@ impl Config {
 
     /// Where the login page lives: the UI's URL, or the issuer when Postern serves the UI itself.
     pub fn ui_base(&self) -> &Url {
-        self.ui_url.as_ref().unwrap_or(&self.issuer)
+        self.ui.url.as_ref().unwrap_or(&self.issuer)
     }
 
     /// A URL under the issuer, e.g. `endpoint("/token")`.
@@ -239,6 +280,17 @@ impl Config {
     /// A URL under the UI's base.
     pub fn ui_page(&self, path: &str) -> String {
         join(self.ui_base(), path)
+    }
+
+    /// The UI's origin when it differs from the issuer's (split deployment): the one origin CORS allows.
+    pub fn cross_origin_ui(&self) -> Option<String> {
+        let ui = self.ui.url.as_ref()?;
+        (ui.origin() != self.issuer.origin()).then(|| ui.origin().ascii_serialization())
+    }
+
+    /// Whether Postern serves the built UI itself: no separate UI URL, and a build in `ui.dir`.
+    pub fn serves_ui_files(&self) -> bool {
+        self.ui.url.is_none() && self.ui.dir.join("index.html").is_file()
     }
 
     /// Whether cookies must carry `Secure`.

@@ -29,7 +29,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let keys = KeySet::load(store.as_ref(), config.tokens.signing_alg, now()).await?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let state = AppState { config: Arc::new(config), store: store.clone(), keys: Arc::new(keys), passwords };
+    if config.ui.url.is_none() && !config.serves_ui_files() {
+        tracing::warn!(dir = %config.ui.dir.display(), "no built UI found (run `trunk build --release`); serving the API only");
+    }
+    let ui_available = config.ui.url.is_some() || config.serves_ui_files();
+    let state =
+        AppState { config: Arc::new(config), store: store.clone(), keys: Arc::new(keys), passwords, ui_available };
     tokio::spawn(purge_periodically(store));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;

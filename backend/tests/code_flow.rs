@@ -181,6 +181,9 @@ async fn sso_session_prompt_and_max_age() {
     let auth = authorization(&client, &[("prompt", "login")]);
     let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
     let response = submit_login(&browser, &server, &query(&login_page, "request").unwrap(), "frank", PASSWORD).await;
+    assert!(response.headers().get("set-cookie").is_none(), "the cookie is set by the top-level step");
+    let response = resume(&browser, response).await;
+    assert_eq!(location(&response).path(), "/hub/oauth_callback");
     let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("postern_session="));
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && !cookie.contains("Secure"), "{cookie}");

@@ -301,11 +301,18 @@ async fn login_api_gives_one_answer_for_every_bad_credential() {
     let body: shared::ErrorBody = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(body.error, shared::ErrorCode::InvalidCredentials);
 
-    // The request survives failed attempts and completes once.
-    assert_eq!(submit_login(&browser, &server, &handle, "kate", PASSWORD).await.status(), 200);
+    // The request survives failed attempts and completes once; so does its ticket.
+    let ok = submit_login(&browser, &server, &handle, "kate", PASSWORD).await;
+    assert_eq!(ok.status(), 200);
     let again = submit_login(&browser, &server, &handle, "kate", PASSWORD).await;
     assert_eq!(again.status(), 404);
     assert_eq!(again.json::<shared::ErrorBody>().await.unwrap().error, shared::ErrorCode::RequestNotFound);
+    let ticket_url = ok.json::<shared::LoginResponse>().await.unwrap().redirect_to;
+    assert!(ticket_url.starts_with(&server.url("/authorize/resume?ticket=")));
+    assert_eq!(location(&browser.get(&ticket_url).send().await.unwrap()).path(), "/hub/oauth_callback");
+    let replay = browser.get(&ticket_url).send().await.unwrap();
+    assert_eq!(replay.status(), 400, "a ticket is single-use");
+    assert!(replay.headers().get("location").is_none());
 
     // Unknown handles and non-JSON bodies.
     let response = browser.get(server.url("/api/authorization-requests/unknown")).send().await.unwrap();

@@ -6,6 +6,88 @@ use serde::{Deserialize, Serialize};
 pub const AUTHORIZATION_REQUEST_PATH: &str = "/api/authorization-requests";
 /// `POST` a [`LoginRequest`] here.
 pub const LOGIN_PATH: &str = "/api/login";
+/// `GET` the [`UiConfig`] here, on the UI's own origin.
+pub const UI_CONFIG_PATH: &str = "/ui-config.json";
+
+/// What the login UI learns at run time: where the API is and how to present itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiConfig {
+    /// Base URL of the API (the issuer), without a trailing slash.
+    pub api_base: String,
+    /// Product name shown in the header and title.
+    pub product_name: String,
+    /// URL of a logo image, if one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// Client id of the UI's own "try a sign-in" relying party, if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_test_client_id: Option<String>,
+}
+
+/// Why a sign-in request stopped at Postern instead of going back to the application
+/// (`/error?error=…` on the UI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The `client_id` is missing or not registered.
+    UnknownClient,
+    /// The `redirect_uri` is missing or not registered for the client.
+    InvalidRedirectUri,
+    /// The request is malformed in a way that cannot be reported to the client.
+    InvalidRequest,
+    /// The sign-in took too long or was already completed.
+    RequestExpired,
+}
+
+impl StopReason {
+    /// The wire name, as in `/error?error=…`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::UnknownClient => "unknown_client",
+            StopReason::InvalidRedirectUri => "invalid_redirect_uri",
+            StopReason::InvalidRequest => "invalid_request",
+            StopReason::RequestExpired => "request_expired",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::UnknownClient, Self::InvalidRedirectUri, Self::InvalidRequest, Self::RequestExpired]
+            .into_iter()
+            .find(|r| r.as_str() == value)
+    }
+
+    /// What to tell the user.
+    pub fn message(self) -> &'static str {
+        match self {
+            StopReason::UnknownClient => "The application that sent you here is not registered with this sign-in service.",
+            StopReason::InvalidRedirectUri => {
+                "The application asked to send you to an address that is not registered for it, so the sign-in was stopped."
+            }
+            StopReason::InvalidRequest => "The sign-in request is malformed.",
+            StopReason::RequestExpired => "This sign-in request has expired or was already used.",
+        }
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The opaque access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access-token lifetime in seconds.
+    pub expires_in: u64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The signed id_token, when `openid` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// A refresh token, when the client may have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
 
 /// What the login page shows about a pending authorization request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,10 +120,11 @@ impl std::fmt::Debug for LoginRequest {
     }
 }
 
-/// A successful login: the browser goes to `redirect_to` with a top-level navigation.
+/// A successful login: the browser goes to `redirect_to` with a top-level navigation, which sets the
+/// SSO session cookie on the API's origin and ends at the client's redirect URI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResponse {
-    /// The client's redirect URI with `code`, `state` and `iss`.
+    /// Where to navigate next.
     pub redirect_to: String,
 }
 
@@ -84,5 +167,27 @@ mod tests {
     fn debug_hides_the_password() {
         let login = LoginRequest { request: "r".into(), username: "u".into(), password: "hunter2".into() };
         assert!(!format!("{login:?}").contains("hunter2"));
+    }
+}
+
+#[cfg(test)]
+mod stop_reason_tests {
+    use super::StopReason;
+
+    #[test]
+    fn wire_names_round_trip() {
+        for r in [
+            StopReason::UnknownClient,
+            StopReason::InvalidRedirectUri,
+            StopReason::InvalidRequest,
+            StopReason::RequestExpired,
+        ] {
+            assert_eq!(StopReason::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json_name(r), r.as_str());
+        }
+    }
+
+    fn serde_json_name(r: StopReason) -> String {
+        serde_json::to_value(r).unwrap().as_str().unwrap().to_owned()
     }
 }

@@ -13,6 +13,26 @@ use super::{now, session, AppState, Error};
 use crate::claims::parse_scope;
 use crate::store::{AuthorizationRequest, Client, NewGrant, Timestamp};
 use crate::tokens;
+use shared::StopReason;
+
+/// `GET /authorize/resume?ticket=…`: the browser's top-level visit after a successful login. Sets the
+/// SSO session cookie on this origin and sends the browser on to the client with a code.
+pub async fn resume(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Error> {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let ticket = params.get("ticket").ok_or_else(|| state.stop(StopReason::RequestExpired))?;
+    let Some((request, login)) = state.store.redeem_ticket(&tokens::hash(ticket), now()).await? else {
+        return Err(state.stop(StopReason::RequestExpired));
+    };
+    let cookie = session::start(&state, &headers, login.user_id, login.auth_time).await?;
+    let location = issue_code(&state, &request, login.user_id, login.auth_time).await?;
+    let mut response = see_other(&location);
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
 
 /// `GET /authorize`.
 pub async fn authorize_get(
@@ -26,7 +46,7 @@ pub async fn authorize_get(
 /// `POST /authorize` with a form body (OIDC Core §3.1.2.1).
 pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
     if !super::params::is_form(&headers) {
-        return Err(Error::Page(StatusCode::BAD_REQUEST, "The request is not a form submission.".into()));
+        return Err(state.stop(StopReason::InvalidRequest));
     }
     authorize(state, headers, Params::parse(&body)).await
 }
@@ -55,7 +75,7 @@ pub fn see_other(location: &str) -> Response {
 }
 
 /// Appends parameters to a URL's query, keeping what it already has.
-fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+pub fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
     match Url::parse(base) {
         Ok(mut url) => {
             url.query_pairs_mut().extend_pairs(pairs);
@@ -86,22 +106,20 @@ fn parse_prompt(value: Option<&str>) -> Result<Prompt, String> {
 
 async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Result<Response, Error> {
     // 1. Who is asking, and where would the answer go? Until both are trusted, nothing is redirected.
-    let page = |message: &str| Error::Page(StatusCode::BAD_REQUEST, message.to_owned());
-    for key in ["client_id", "redirect_uri"] {
-        if params.duplicate() == Some(key) {
-            return Err(page(&format!("The parameter {key} was given more than once.")));
-        }
+    if params.duplicate() == Some("client_id") {
+        return Err(state.stop(StopReason::UnknownClient));
     }
-    let client_id =
-        params.get("client_id").ok_or_else(|| page("The request names no client (client_id is missing)."))?;
-    let client = match state.store.client(client_id).await? {
-        Some(client) => client,
-        None => return Err(page("The application that sent you here is not registered with this sign-in service.")),
+    let client = match params.get("client_id") {
+        Some(id) => state.store.client(id).await?,
+        None => None,
     };
-    let redirect_uri = params.get("redirect_uri").ok_or_else(|| page("The request has no redirect_uri."))?;
-    if !client.redirect_uris.iter().any(|registered| registered == redirect_uri) {
-        return Err(page("The request's redirect_uri is not registered for this application."));
-    }
+    let Some(client) = client else {
+        return Err(state.stop(StopReason::UnknownClient));
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(uri) if params.duplicate() != Some("redirect_uri") && client.redirect_uris.iter().any(|r| r == uri) => uri,
+        _ => return Err(state.stop(StopReason::InvalidRedirectUri)),
+    };
 
     // 2. Everything else is answered at the redirect URI.
     let reply = Reply {

@@ -71,8 +71,9 @@ pub enum Error {
     Bearer(Option<OAuthCode>, String),
     /// Login API error, as the shared [`shared::ErrorBody`].
     Login(shared::ErrorCode, String),
-    /// A request that must not be redirected back to the client: an HTML page for the user.
-    Page(StatusCode, String),
+    /// A request that must not be redirected back to the client: the UI's error page when there is
+    /// one (`ui_page` is its URL), else a minimal HTML page.
+    Stop { reason: shared::StopReason, ui_page: Option<String> },
     /// Something failed on our side; the detail is logged, not sent.
     Internal(String),
 }
@@ -161,8 +162,12 @@ impl IntoResponse for Error {
                 };
                 no_store((status, Json(shared::ErrorBody { error: code, message })).into_response())
             }
-            Error::Page(status, message) => {
-                let mut response = (status, Html(error_page(&message))).into_response();
+            Error::Stop { reason, ui_page: Some(page) } => {
+                let location = format!("{page}?error={}", reason.as_str());
+                no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+            }
+            Error::Stop { reason, ui_page: None } => {
+                let mut response = (StatusCode::BAD_REQUEST, Html(error_page(reason.message()))).into_response();
                 response.headers_mut().insert(
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
@@ -183,22 +188,7 @@ impl IntoResponse for Error {
     }
 }
 
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn error_page(message: &str) -> String {
+fn error_page(message: &'static str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in error</title>\
@@ -207,6 +197,6 @@ fn error_page(message: &str) -> String {
          <body><h1>This sign-in request cannot continue</h1><p>{}</p>\
          <p>Go back to the application and start again. If this keeps happening, tell its administrator.</p>\
          </body></html>",
-        escape_html(message)
+        message
     )
 }

@@ -8,9 +8,13 @@ use axum::Json;
 use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
 
 use super::error::no_store;
-use super::{authorize, now, session, AppState, Error};
+use super::{authorize, now, AppState, Error};
 use crate::claims::parse_scope;
-use crate::store::AuthorizationRequest;
+use crate::store::{AuthorizationRequest, RequestLogin, Timestamp};
+use crate::tokens;
+
+/// Seconds the browser has to follow the login's redirect.
+const TICKET_LIFETIME: Timestamp = 60;
 use crate::users::normalize_username;
 
 fn not_found() -> Error {
@@ -68,15 +72,25 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
         }
     };
 
-    // Completing a request is single-use: of two concurrent logins only one takes it.
-    if !state.store.take_authorization_request(&request.id).await? {
+    // The login completes the request once: a ticket for the browser's next, top-level step, which
+    // sets the session cookie first-party even when this page is on another site.
+    let now = now();
+    let ticket = tokens::random_token();
+    let signed_in = RequestLogin {
+        user_id: user.id,
+        auth_time: now,
+        ticket_hash: tokens::hash(&ticket),
+        expires_at: now + TICKET_LIFETIME,
+    };
+    if !state.store.authenticate_request(&request.id, &signed_in, now).await? {
         return Err(not_found());
     }
-    let auth_time = now();
-    let cookie = session::start(&state, &headers, user.id, auth_time).await?;
-    let redirect_to = authorize::issue_code(&state, &request, user.id, auth_time).await?;
     tracing::info!(client_id = %request.client_id, user = %user.username, "login succeeded");
-    let mut response = Json(LoginResponse { redirect_to }).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
-    Ok(no_store(response))
+    let redirect_to = authorize::with_query(&state.config.endpoint("/authorize/resume"), &[("ticket", &ticket)]);
+    Ok(no_store(Json(LoginResponse { redirect_to }).into_response()))
+}
+
+/// `/api/…` paths that do not exist: a JSON 404 rather than the UI's index page.
+pub async fn unknown_api() -> Error {
+    Error::Login(ErrorCode::InvalidRequest, "No such API endpoint.".into())
 }

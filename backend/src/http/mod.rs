@@ -8,13 +8,15 @@ mod login;
 mod params;
 mod session;
 mod token;
+mod ui;
 mod userinfo;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue, Request};
-use axum::routing::{get, post};
+use axum::http::{header, HeaderValue, Method, Request};
+use axum::routing::{any, get, post};
 use axum::Router;
+use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -37,6 +39,16 @@ pub struct AppState {
     pub keys: Arc<KeySet>,
     /// argon2id hasher.
     pub passwords: Passwords,
+    /// Whether the login UI (served here or elsewhere) can show error pages.
+    pub ui_available: bool,
+}
+
+impl AppState {
+    /// Stops a sign-in request at Postern, with the UI's error page when there is one.
+    pub fn stop(&self, reason: shared::StopReason) -> Error {
+        let ui_page = self.ui_available.then(|| self.config.ui_page("/error"));
+        Error::Stop { reason, ui_page }
+    }
 }
 
 /// The current time in Unix seconds.
@@ -49,15 +61,34 @@ const BODY_LIMIT: usize = 16 * 1024;
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
-        .route("/jwks.json", get(discovery::jwks))
-        .route("/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
+    // What the login UI calls; CORS-enabled for the UI's origin in a split deployment.
+    let mut ui_facing = Router::new()
         .route("/token", post(token::token))
         .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
         .route(&format!("{}/{{request}}", shared::AUTHORIZATION_REQUEST_PATH), get(login::pending_request))
         .route(shared::LOGIN_PATH, post(login::login))
-        .with_state(state)
+        .route("/api/{*rest}", any(login::unknown_api));
+    if let Some(origin) = state.config.cross_origin_ui() {
+        let origin = HeaderValue::from_str(&origin).expect("an origin is a valid header value");
+        ui_facing = ui_facing.layer(
+            CorsLayer::new()
+                .allow_origin(origin)
+                .allow_credentials(true)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+        );
+    }
+    let mut app = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/jwks.json", get(discovery::jwks))
+        .route("/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
+        .route("/authorize/resume", get(authorize::resume))
+        .route(shared::UI_CONFIG_PATH, get(ui::ui_config))
+        .merge(ui_facing);
+    if state.config.serves_ui_files() {
+        app = app.merge(ui::static_files(&state.config));
+    }
+    app.with_state(state)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::{Map, Value};
+
+use shared::TokenResponse;
 
 use super::client_auth::authenticate;
 use super::error::{no_store, OAuthCode};
@@ -15,19 +16,6 @@ use super::{now, AppState, Error};
 use crate::claims::{has_scope, parse_scope, user_claims};
 use crate::store::{Client, Grant, NewToken, Timestamp, User};
 use crate::tokens::{self, pkce_s256_matches};
-
-/// The successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
-#[derive(Serialize)]
-struct TokenResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    scope: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
-}
 
 fn invalid_grant(description: &str) -> Error {
     Error::oauth(OAuthCode::InvalidGrant, description)
@@ -204,7 +192,7 @@ impl Issued {
         };
         Ok(TokenResponse {
             access_token: self.access_token,
-            token_type: "Bearer",
+            token_type: "Bearer".into(),
             expires_in: self.access_lifetime,
             scope: self.scope,
             id_token,

@@ -149,6 +149,19 @@ pub struct AuthorizationRequest {
     pub expires_at: Timestamp,
 }
 
+/// Who signed in to a pending request, and the ticket that completes it.
+#[derive(Debug, Clone)]
+pub struct RequestLogin {
+    /// The user.
+    pub user_id: i64,
+    /// When they entered their password.
+    pub auth_time: Timestamp,
+    /// SHA-256 of the one-time ticket.
+    pub ticket_hash: Vec<u8>,
+    /// When the ticket expires.
+    pub expires_at: Timestamp,
+}
+
 /// A browser's single-sign-on session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -279,10 +292,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a pending authorization request.
     async fn insert_authorization_request(&self, request: &AuthorizationRequest) -> StoreResult<()>;
-    /// Finds a pending request that has not expired.
+    /// Finds a pending request that has not expired and nobody has signed in to yet.
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>>;
-    /// Removes a pending request; true if this call removed it (so it is completed once).
-    async fn take_authorization_request(&self, id: &str) -> StoreResult<bool>;
+    /// Records that `user_id` signed in to a pending request and attaches a one-time ticket; false if
+    /// the request is gone, expired or already signed in to (so only one login completes it).
+    async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool>;
+    /// Removes and returns the signed-in request a live ticket belongs to.
+    async fn redeem_ticket(
+        &self,
+        ticket_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<(AuthorizationRequest, RequestLogin)>>;
 
     /// Creates a session under the hash of its cookie value.
     async fn create_session(&self, id_hash: &[u8], session: &Session, now: Timestamp) -> StoreResult<()>;

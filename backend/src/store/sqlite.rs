@@ -102,6 +102,19 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
     })
 }
 
+fn request_from_row(r: &SqliteRow) -> StoreResult<AuthorizationRequest> {
+    Ok(AuthorizationRequest {
+        id: r.try_get("id")?,
+        client_id: r.try_get("client_id")?,
+        redirect_uri: r.try_get("redirect_uri")?,
+        scope: r.try_get("scope")?,
+        state: r.try_get("state")?,
+        nonce: r.try_get("nonce")?,
+        code_challenge: r.try_get("code_challenge")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
 fn grant_from_row(row: &SqliteRow) -> StoreResult<Grant> {
     Ok(Grant {
         id: row.try_get("id")?,
@@ -303,29 +316,54 @@ impl Store for SqliteStore {
     }
 
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>> {
-        let row = sqlx::query("SELECT * FROM authorization_requests WHERE id = ? AND expires_at > ?")
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(AuthorizationRequest {
-                id: r.try_get("id")?,
-                client_id: r.try_get("client_id")?,
-                redirect_uri: r.try_get("redirect_uri")?,
-                scope: r.try_get("scope")?,
-                state: r.try_get("state")?,
-                nonce: r.try_get("nonce")?,
-                code_challenge: r.try_get("code_challenge")?,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        let row =
+            sqlx::query("SELECT * FROM authorization_requests WHERE id = ? AND expires_at > ? AND user_id IS NULL")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(request_from_row).transpose()
     }
 
-    async fn take_authorization_request(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM authorization_requests WHERE id = ?").bind(id).execute(&self.pool).await?;
+    async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE authorization_requests SET user_id = ?, auth_time = ?, ticket_hash = ?, expires_at = ? \
+             WHERE id = ? AND user_id IS NULL AND expires_at > ?",
+        )
+        .bind(login.user_id)
+        .bind(login.auth_time)
+        .bind(&login.ticket_hash)
+        .bind(login.expires_at)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn redeem_ticket(
+        &self,
+        ticket_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<(AuthorizationRequest, RequestLogin)>> {
+        let row = sqlx::query(
+            "DELETE FROM authorization_requests WHERE ticket_hash = ? AND expires_at > ? AND user_id IS NOT NULL \
+             RETURNING *",
+        )
+        .bind(ticket_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let login = RequestLogin {
+                user_id: r.try_get("user_id")?,
+                auth_time: r.try_get("auth_time")?,
+                ticket_hash: r.try_get("ticket_hash")?,
+                expires_at: r.try_get("expires_at")?,
+            };
+            Ok((request_from_row(&r)?, login))
+        })
+        .transpose()
     }
 
     async fn create_session(&self, id_hash: &[u8], s: &Session, now: Timestamp) -> StoreResult<()> {

@@ -35,6 +35,7 @@ pub struct Server {
     pub issuer: String,
     child: Option<Child>,
     extra: String,
+    ui_dir: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -48,7 +49,9 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let issuer = format!("http://127.0.0.1:{port}");
-        let mut server = Server { dir, port, issuer, child: None, extra: extra.to_owned() };
+        // No built UI unless a test asks for one: errors then come as Postern's own HTML page.
+        let ui_dir = dir.path().join("no-ui");
+        let mut server = Server { dir, port, issuer, child: None, extra: extra.to_owned(), ui_dir };
         server.write_config();
         server.spawn();
         server
@@ -73,6 +76,9 @@ issuer = "{issuer}"
 listen = "127.0.0.1:{port}"
 database = "{db}"
 
+[ui]
+dir = "{ui_dir}"
+
 [clients.jupyterhub]
 name = "JupyterHub"
 secret = "{HUB_SECRET}"
@@ -94,6 +100,7 @@ redirect_uris = ["https://legacy.example/cb"]
             issuer = self.issuer,
             port = self.port,
             db = self.db_path().display(),
+            ui_dir = self.ui_dir.display(),
         );
         std::fs::write(self.config_path(), config).unwrap();
     }
@@ -300,7 +307,15 @@ pub async fn login(browser: &reqwest::Client, server: &Server, auth_url: &Url, u
     let response = submit_login(browser, server, &handle, username, password).await;
     assert_eq!(response.status(), 200, "login failed: {}", response.text().await.unwrap());
     let body: shared::LoginResponse = response.json().await.unwrap();
-    Url::parse(&body.redirect_to).unwrap()
+    // The browser's top-level visit that sets the session cookie and goes on to the client.
+    location(&browser.get(body.redirect_to).send().await.unwrap())
+}
+
+/// Completes a successful login API response in the browser; returns the resume response.
+pub async fn resume(browser: &reqwest::Client, response: reqwest::Response) -> reqwest::Response {
+    assert_eq!(response.status(), 200, "login failed");
+    let body: shared::LoginResponse = response.json().await.unwrap();
+    browser.get(body.redirect_to).send().await.unwrap()
 }
 
 /// POSTs credentials to the login API.
