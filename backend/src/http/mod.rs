@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::http::{header, HeaderValue, Method, Request};
 use axum::routing::{any, get, post};
 use axum::Router;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -72,7 +72,8 @@ pub fn router(state: AppState) -> Router {
         let origin = HeaderValue::from_str(&origin).expect("an origin is a valid header value");
         ui_facing = ui_facing.layer(
             CorsLayer::new()
-                .allow_origin(origin)
+                // A list, not `exact`: other origins get no CORS headers at all.
+                .allow_origin(AllowOrigin::list([origin]))
                 .allow_credentials(true)
                 .allow_methods([Method::GET, Method::POST])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),

@@ -1,0 +1,206 @@
+// Test kit for the browser tests: a real `postern serve` on a temporary SQLite file, a stand-in
+// application (relying party) that records its callback, a static host for the split deployment,
+// and Debian's headless Chromium through playwright-core.
+
+import { spawn, spawnSync } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+export const root = path.resolve(import.meta.dirname, "..");
+export const posternBin = process.env.POSTERN_BIN ?? path.join(root, "target", "debug", "postern");
+export const dist = process.env.POSTERN_UI_DIR ?? path.join(root, "dist");
+export const screenshots = path.join(root, "target", "screenshots");
+export const PASSWORD = "correct horse battery staple";
+export const APP_SECRET = "app-secret-0123456789abcdef";
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+/** A running Postern with its own directory, database and port. */
+export class Postern {
+  static async start({ uiUrl, appRedirect, port, issuer, uiDir = dist, extra = "" } = {}) {
+    const p = new Postern();
+    p.dir = fs.mkdtempSync(path.join(os.tmpdir(), "postern-e2e-"));
+    p.port = port ?? (await freePort());
+    p.issuer = issuer ?? `http://127.0.0.1:${p.port}`;
+    p.local = `http://127.0.0.1:${p.port}`;
+    const ui = uiUrl ? `url = "${uiUrl}"\n` : "";
+    p.config = path.join(p.dir, "postern.toml");
+    fs.writeFileSync(
+      p.config,
+      `issuer = "${p.issuer}"
+listen = "127.0.0.1:${p.port}"
+database = "${path.join(p.dir, "postern.db")}"
+${extra}
+
+[ui]
+${ui}dir = "${uiDir}"
+product_name = "Postern Test"
+
+[clients.app]
+name = "Test Application"
+secret = "${APP_SECRET}"
+redirect_uris = ["${appRedirect}"]
+`,
+    );
+    p.logPath = path.join(p.dir, "postern.log");
+    const log = fs.openSync(p.logPath, "a");
+    p.child = spawn(posternBin, ["--config", p.config, "serve"], { stdio: ["ignore", log, log] });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        const r = await fetch(`${p.local}/.well-known/openid-configuration`);
+        if (r.ok) break;
+      } catch {}
+      if (p.child.exitCode !== null) throw new Error(`postern exited:\n${p.log()}`);
+      if (Date.now() > deadline) throw new Error(`postern did not start:\n${p.log()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return p;
+  }
+
+  log() {
+    return fs.existsSync(this.logPath) ? fs.readFileSync(this.logPath, "utf8") : "";
+  }
+
+  cli(args, stdin = "") {
+    const out = spawnSync(posternBin, ["--config", this.config, ...args], { input: stdin, encoding: "utf8" });
+    if (out.status !== 0) throw new Error(`postern ${args.join(" ")} failed: ${out.stderr}`);
+    return out.stdout;
+  }
+
+  addUser(name, groups = []) {
+    const args = ["user", "add", name, "--name", `${name[0].toUpperCase()}${name.slice(1)} Example`, "--email", `${name}@example.org`];
+    if (groups.length) args.push("--groups", groups.join(","));
+    this.cli(args, `${PASSWORD}\n`);
+  }
+
+  url(p) {
+    return `${this.issuer}${p}`;
+  }
+
+  stop() {
+    if (this.child && this.child.exitCode === null) this.child.kill("SIGTERM");
+  }
+}
+
+/** An HTTP server on 127.0.0.1 standing in for an application: records every request to /cb. */
+export async function startApp() {
+  const hits = [];
+  const server = http.createServer((req, res) => {
+    hits.push(req.url);
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>Test Application</title><h1>Back at the application</h1>");
+  });
+  const port = await freePort();
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return { server, hits, redirect: `http://127.0.0.1:${port}/cb`, close: () => server.close() };
+}
+
+const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml" };
+
+/** A static host for the UI on another origin (`localhost` vs the API's `127.0.0.1`), as nginx would be. */
+export async function startStaticUi(apiBase, csp) {
+  const port = await freePort();
+  const server = http.createServer((req, res) => {
+    const urlPath = new URL(req.url, "http://x").pathname;
+    if (urlPath === "/ui-config.json") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ api_base: apiBase, product_name: "Postern Split", self_test_client_id: "postern-ui" }));
+      return;
+    }
+    let file = path.join(dist, path.normalize(urlPath));
+    if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) file = path.join(dist, "index.html");
+    res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream", "content-security-policy": csp });
+    res.end(fs.readFileSync(file));
+  });
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return { server, origin: `http://localhost:${port}`, close: () => server.close() };
+}
+
+/** Headless Chromium with the flags that avoid stalls on a closed network. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+}
+
+/** A new page that records console errors and uncaught exceptions. */
+export async function newPage(browser, options = {}) {
+  const context = await browser.newContext(options);
+  const page = await context.newPage();
+  page.errors = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") page.errors.push(m.text());
+  });
+  page.on("pageerror", (e) => page.errors.push(`uncaught: ${e.message}`));
+  return page;
+}
+
+/** Console errors other than the browser's own notes about HTTP error statuses the test expected. */
+export function unexpectedErrors(page, expectedStatuses = []) {
+  return page.errors.filter(
+    (e) => !expectedStatuses.some((s) => e.startsWith("Failed to load resource") && e.includes(`status of ${s}`)),
+  );
+}
+
+export async function shot(page, name) {
+  fs.mkdirSync(screenshots, { recursive: true });
+  await page.screenshot({ path: path.join(screenshots, `${name}.png`), fullPage: true });
+}
+
+const b64url = (buf) => buf.toString("base64url");
+
+/** An authorization request for the `app` client with PKCE S256. */
+export function authorization(postern, redirect, extra = {}) {
+  const verifier = b64url(crypto.randomBytes(32));
+  const state = b64url(crypto.randomBytes(16));
+  const params = new URLSearchParams({
+    response_type: "code",
+    client_id: "app",
+    redirect_uri: redirect,
+    scope: "openid profile email groups",
+    state,
+    code_challenge: b64url(crypto.createHash("sha256").update(verifier).digest()),
+    code_challenge_method: "S256",
+    ...extra,
+  });
+  return { url: postern.url(`/authorize?${params}`), verifier, state };
+}
+
+/** Exchanges a code as the `app` client would. */
+export async function exchange(postern, code, redirect, verifier) {
+  const body = new URLSearchParams({
+    grant_type: "authorization_code",
+    code,
+    redirect_uri: redirect,
+    code_verifier: verifier,
+    client_id: "app",
+    client_secret: APP_SECRET,
+  });
+  const r = await fetch(postern.url("/token"), { method: "POST", body });
+  return { status: r.status, body: await r.json() };
+}
