@@ -132,11 +132,13 @@ export async function startStaticUi(apiBase, csp) {
 }
 
 /** Headless Chromium with the flags that avoid stalls on a closed network. */
-export async function launchBrowser() {
+export async function launchBrowser({ args = [], env } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
+    env: env ? { ...process.env, ...env } : undefined,
     args: [
+      ...args,
       "--no-sandbox",
       "--disable-gpu",
       "--disable-quic",

@@ -129,6 +129,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<T
         state.store.revoke_grant(info.grant.id, now).await?;
         return Err(invalid_grant("the refresh token was already used"));
     }
+    tracing::info!(client_id = %client.id, user = %user.username, "tokens refreshed");
     issued.response(state, client, &user, &info.grant, None)
 }
 

@@ -1,0 +1,148 @@
+// JupyterHub end to end: a real Hub with GenericOAuthenticator (PKCE, client_secret_post), behind
+// nginx doing TLS with a throw-away CA, signing in through Postern's Leptos login page in Chromium.
+
+import assert from "node:assert/strict";
+import os from "node:os";
+import fs from "node:fs";
+import path from "node:path";
+import { after, before, test } from "node:test";
+
+import { PASSWORD, launchBrowser, newPage, shot, unexpectedErrors } from "./harness.mjs";
+import { chromiumHomeTrusting, hubApi, stackLogs, startStack, stopStack } from "./stack.mjs";
+
+// Short-lived access tokens, so the Hub's refresh before spawn has to use its refresh token.
+const ACCESS_TOKEN_LIFETIME = 15;
+let stack, browser;
+
+before(async () => {
+  stack = await startStack({
+    work: fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-")),
+    accessTokenLifetime: ACCESS_TOKEN_LIFETIME,
+    users: [
+      ["alice", ["e2e-users", "hub-admins"]],
+      ["outsider", ["outsiders"]],
+    ],
+  });
+  browser = await launchBrowser({
+    args: [`--host-resolver-rules=MAP *.${stack.domain} 127.0.0.1`],
+    env: { HOME: chromiumHomeTrusting(stack) },
+  });
+}, { timeout: 300_000 });
+
+after(async () => {
+  await browser?.close();
+  if (stack) stopStack(stack);
+});
+
+/** Runs a step; a failure carries the relevant Hub, Postern and nginx log lines. */
+async function step(name, body) {
+  try {
+    return await body();
+  } catch (e) {
+    e.message = `step "${name}" failed: ${e.message}\n${stackLogs(stack)}`;
+    throw e;
+  }
+}
+
+async function signIn(page, username, password) {
+  await page.waitForURL((u) => u.href.startsWith(stack.url("ui", "/login?request=")));
+  await page.locator("#username").waitFor();
+  await page.fill("#username", username);
+  await page.fill("#password", password);
+  await page.click("button[type=submit]");
+}
+
+test("a JupyterHub user's whole life through Postern", { timeout: 600_000 }, async () => {
+  const page = await newPage(browser);
+
+  await step("the Hub sends the browser to Postern's login page over https", async () => {
+    await page.goto(stack.url("hub", "/hub/"));
+    await page.waitForURL((u) => u.href.startsWith(stack.url("ui", "/login?request=")));
+    assert.equal(await page.locator(".client").textContent(), "JupyterHub");
+  });
+
+  await step("a wrong password stays on the login page", async () => {
+    const loginUrl = page.url();
+    await signIn(page, "alice", "wrong password");
+    await page.locator("#login-error").filter({ hasText: "Incorrect username or password." }).waitFor();
+    assert.equal(page.url(), loginUrl);
+    await shot(page, "hub-login-wrong-password");
+  });
+
+  await step("logging in lands on the Hub's home page as alice", async () => {
+    await page.fill("#password", PASSWORD);
+    await page.click("button[type=submit]");
+    await page.waitForURL((u) => u.href.startsWith(stack.url("hub", "/hub/home")), { timeout: 30_000 });
+    await page.getByText("alice").first().waitFor();
+    await shot(page, "hub-home");
+  });
+
+  await step("the Hub's groups and admin flag come from Postern's groups", async () => {
+    const user = await (await hubApi(stack, "/users/alice")).json();
+    assert.equal(user.admin, true, JSON.stringify(user));
+    assert.deepEqual([...user.groups].sort(), ["e2e-users", "hub-admins"]);
+  });
+
+  await step("a second visit within the SSO session skips the form, after a Hub logout", async () => {
+    await page.goto(stack.url("hub", "/hub/logout"));
+    await page.goto(stack.url("hub", "/hub/home"));
+    await page.waitForURL((u) => u.href.startsWith(stack.url("hub", "/hub/home")), { timeout: 30_000 });
+    const logins = stack.postern.api.log().match(/login succeeded/g).length;
+    assert.equal(logins, 1, "no second password login");
+  });
+
+  await step("the Hub's refresh before spawn works after the access token expired", async () => {
+    // Past the access token's lifetime and the Hub's auth_refresh_age: userinfo answers 401, so the
+    // Hub must use its refresh token.
+    await new Promise((r) => setTimeout(r, (ACCESS_TOKEN_LIFETIME + 2) * 1000));
+    await page.goto(stack.url("hub", "/hub/spawn"));
+    await page.waitForURL((u) => u.href.startsWith(stack.url("hub", "/user/alice/lab")), { timeout: 180_000 });
+    assert.match(stack.postern.api.log(), /tokens refreshed/);
+  });
+
+  await step("JupyterLab renders", async () => {
+    await page.locator("#jp-main-dock-panel").waitFor({ timeout: 120_000 });
+    await page.locator(".jp-Launcher, .jp-LauncherCard").first().waitFor({ timeout: 60_000 });
+    await shot(page, "hub-jupyterlab");
+    const errors = unexpectedErrors(page).filter((e) => !e.includes("favicon"));
+    assert.ok(!errors.some((e) => e.includes("Blocking Cross Origin")), `JupyterLab errors: ${errors}`);
+  });
+
+  await step("stop the server", async () => {
+    const r = await hubApi(stack, "/users/alice/server", { method: "DELETE" });
+    assert.ok([202, 204].includes(r.status), `DELETE server: ${r.status}`);
+  });
+  await page.context().close();
+});
+
+test("a user Postern accepts but the Hub does not allow gets the Hub's 403 and is not created", { timeout: 120_000 }, async () => {
+  const page = await newPage(browser);
+  await step("outsider signs in at Postern and is refused by the Hub", async () => {
+    await page.goto(stack.url("hub", "/hub/"));
+    await signIn(page, "outsider", PASSWORD);
+    await page.waitForURL((u) => u.href.startsWith(stack.url("hub", "/hub/oauth_callback")));
+    const status = await page.evaluate(() => document.title + " " + document.body.innerText);
+    assert.match(status, /403/);
+    await shot(page, "hub-403");
+    assert.equal((await hubApi(stack, "/users/outsider")).status, 404, "the Hub did not create the user");
+  });
+  await page.context().close();
+});
+
+test("the one-origin deployment signs in through nginx too", { timeout: 120_000 }, async () => {
+  const page = await newPage(browser);
+  await step("Try a sign-in on postern.<domain>", async () => {
+    await page.goto(stack.url("postern", "/"));
+    await page.getByRole("button", { name: "Try a sign-in" }).click();
+    await page.waitForURL((u) => u.href.startsWith(stack.url("postern", "/login?request=")));
+    await page.fill("#username", "alice");
+    await page.fill("#password", PASSWORD);
+    await page.click("button[type=submit]");
+    await page.locator("#id-token-claims").waitFor();
+    const claims = JSON.parse(await page.textContent("#id-token-claims"));
+    assert.equal(claims.iss, stack.url("postern", "").replace(/\/$/, ""));
+    assert.equal(unexpectedErrors(page).length, 0, `console errors: ${page.errors}`);
+    await shot(page, "one-origin-callback");
+  });
+  await page.context().close();
+});

@@ -1,0 +1,240 @@
+// The whole stack on loopback with real parts: a throw-away test CA, nginx terminating TLS for
+// api.<domain> and ui.<domain> (the split deployment, as in the proof of concept) and
+// postern.<domain> (one origin), two Postern instances behind it, and JupyterHub with
+// GenericOAuthenticator and configurable-http-proxy trusting the CA. The end-to-end test and
+// `scripts/demo` both start it from here, and everything it starts it stops, by pid.
+
+import { execFileSync, spawn } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+
+import { Postern, dist, freePort, root } from "./harness.mjs";
+
+const venv = process.env.POSTERN_VENV ?? path.join(root, ".tools", "venv");
+const chp = path.join(root, "e2e", "node_modules", ".bin", "configurable-http-proxy");
+
+/** A child process whose output goes to a log file. */
+function daemon(name, command, args, { cwd, env, logDir }) {
+  const logPath = path.join(logDir, `${name}.log`);
+  const log = fs.openSync(logPath, "a");
+  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", log, log] });
+  return { name, child, logPath, log: () => fs.readFileSync(logPath, "utf8") };
+}
+
+async function waitFor(what, probe, { timeout = 60_000, process } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      if (await probe()) return;
+    } catch {}
+    if (process && process.child.exitCode !== null) throw new Error(`${what}: exited early\n${process.log().slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not come up in ${timeout} ms${process ? `\n${process.log().slice(-3000)}` : ""}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function nginxConfig({ work, tls, port, domain, apiPort, singlePort, hubPort }) {
+  const proxy = (upstream, host) => `
+            proxy_set_header Host ${host};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_http_version 1.1;
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+            proxy_pass http://127.0.0.1:${upstream};`;
+  const server = (name, body) => `
+    server {
+        listen 127.0.0.1:${port} ssl;
+        server_name ${name}.${domain};
+        ssl_certificate ${tls}/server.pem;
+        ssl_certificate_key ${tls}/server-key.pem;
+${body}
+    }`;
+  const uiCsp =
+    `default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; ` +
+    `connect-src 'self' https://api.${domain}:${port}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`;
+  return `${process.getuid?.() === 0 ? "user root;" : ""}
+worker_processes 1;
+pid ${work}/nginx.pid;
+error_log ${work}/nginx-error.log info;
+events { worker_connections 256; }
+http {
+    include /etc/nginx/mime.types;
+    access_log ${work}/nginx-access.log;
+    client_body_temp_path ${work}/nginx-tmp/body;
+    proxy_temp_path ${work}/nginx-tmp/proxy;
+    fastcgi_temp_path ${work}/nginx-tmp/fastcgi;
+    uwsgi_temp_path ${work}/nginx-tmp/uwsgi;
+    scgi_temp_path ${work}/nginx-tmp/scgi;
+    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+${server("api", `        location / {${proxy(apiPort, "$host")}
+        }`)}
+${server("postern", `        location / {${proxy(singlePort, "$host")}
+        }`)}
+${server(
+  "ui",
+  `        root ${dist};
+        add_header Content-Security-Policy "${uiCsp}" always;
+        add_header Referrer-Policy no-referrer always;
+        add_header X-Content-Type-Options nosniff always;
+        location = /ui-config.json {${proxy(apiPort, `api.${domain}:${port}`)}
+        }
+        location / { try_files $uri /index.html; }`,
+)}
+${server("hub", `        location / {${proxy(hubPort, "$host")}
+        }`)}
+}
+`;
+}
+
+/**
+ * Starts the stack. `domain` is the public names' suffix (`example` in tests, resolved by Chromium's
+ * host-resolver rules and the Hub's tornado hostname mapping; `localhost` for the demo).
+ */
+export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [] }) {
+  fs.mkdirSync(work, { recursive: true });
+  port ??= await freePort();
+  const stack = { work, domain, port, processes: [], postern: {} };
+  const host = (name) => `${name}.${domain}`;
+  stack.url = (name, p = "/") => `https://${host(name)}:${port}${p}`;
+  try {
+    // 1. The throw-away CA and one certificate for every public name.
+    const tls = path.join(work, "tls");
+    execFileSync("cargo", ["xtask", "test-ca", "--out", tls, ...["api", "ui", "hub", "postern"].map(host)], {
+      cwd: root,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    stack.ca = path.join(tls, "ca.pem");
+
+    // 2. Postern twice: the split deployment's API, and the one-origin variant.
+    const hubCallback = stack.url("hub", "/hub/oauth_callback");
+    const lifetime = `tokens.access_token_lifetime = ${accessTokenLifetime}`;
+    const api = await Postern.start({
+      appRedirect: "https://app.invalid/cb",
+      issuer: stack.url("api", "").replace(/\/$/, ""),
+      uiUrl: stack.url("ui", "").replace(/\/$/, ""),
+      uiDir: "/nonexistent",
+      extra: lifetime,
+    });
+    const single = await Postern.start({
+      appRedirect: "https://app.invalid/cb",
+      issuer: stack.url("postern", "").replace(/\/$/, ""),
+      extra: lifetime,
+    });
+    stack.postern = { api, single };
+    for (const [name, groups] of users) {
+      api.addUser(name, groups);
+      single.addUser(name, groups);
+    }
+
+    // 3. nginx in front of everything.
+    const hubPort = await freePort();
+    fs.mkdirSync(path.join(work, "nginx-tmp"), { recursive: true });
+    const conf = path.join(work, "nginx.conf");
+    fs.writeFileSync(conf, nginxConfig({ work, tls, port, domain, apiPort: api.port, singlePort: single.port, hubPort }));
+    const nginx = daemon("nginx", fs.existsSync("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx", ["-p", work, "-c", conf, "-g", "daemon off;"], { cwd: work, logDir: work });
+    stack.processes.push(nginx);
+    stack.nginx = nginx;
+
+    // 4. JupyterHub, configured with the block `postern client add --jupyterhub` prints.
+    const printed = api.cli([
+      "client", "add", "jupyterhub", "--jupyterhub",
+      "--redirect-uri", hubCallback,
+      "--allowed-groups", "e2e-users",
+      "--admin-groups", "hub-admins",
+    ]);
+    stack.hubSecret = /client_secret = "([^"]+)"/.exec(printed)[1];
+    const snippet = printed.slice(printed.indexOf("# jupyterhub_config.py"));
+    stack.hubApiToken = crypto.randomBytes(24).toString("hex");
+    const hubDir = path.join(work, "hub");
+    fs.mkdirSync(path.join(hubDir, "home"), { recursive: true });
+    const hubApiPort = await freePort();
+    const names = ["api", "ui", "hub", "postern"].map((n) => `${JSON.stringify(host(n))}: "127.0.0.1"`).join(", ");
+    fs.writeFileSync(
+      path.join(hubDir, "jupyterhub_config.py"),
+      `${snippet}
+# --- the test stack around it ---
+import tornado.httpclient
+# Resolve the public names to loopback without touching /etc/hosts; TLS still checks the names.
+tornado.httpclient.AsyncHTTPClient.configure(None, hostname_mapping={${names}})
+c.GenericOAuthenticator.http_request_kwargs = {"ca_certs": ${JSON.stringify(stack.ca)}}
+c.GenericOAuthenticator.auto_login = True
+c.GenericOAuthenticator.enable_auth_state = True
+c.GenericOAuthenticator.refresh_pre_spawn = True
+c.GenericOAuthenticator.auth_refresh_age = 5
+c.JupyterHub.bind_url = "http://127.0.0.1:${hubPort}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:${hubApiPort}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:${await freePort()}"
+c.ConfigurableHTTPProxy.command = [${JSON.stringify(chp)}]
+c.JupyterHub.default_url = "/hub/home"
+c.JupyterHub.db_url = "sqlite:///${hubDir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "${hubDir}/jupyterhub_cookie_secret"
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "${hubDir}/home/{username}"
+c.Spawner.cmd = [${JSON.stringify(path.join(venv, "bin", "jupyterhub-singleuser"))}]
+c.Spawner.args = ["--allow-root"]
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+c.JupyterHub.services = [{"name": "stack", "api_token": ${JSON.stringify(stack.hubApiToken)}}]
+c.JupyterHub.load_roles = [{"name": "stack", "services": ["stack"], "scopes": ["admin:users", "admin:groups", "admin:servers"]}]
+`,
+    );
+    const hub = daemon("jupyterhub", path.join(venv, "bin", "jupyterhub"), ["-f", "jupyterhub_config.py", "--debug"], {
+      cwd: hubDir,
+      logDir: work,
+      env: {
+        JUPYTERHUB_CRYPT_KEY: crypto.randomBytes(32).toString("hex"),
+        PATH: `${path.join(venv, "bin")}:${process.env.PATH}`,
+      },
+    });
+    stack.processes.push(hub);
+    stack.hub = hub;
+    stack.hubApi = `http://127.0.0.1:${hubApiPort}/hub/api`;
+
+    // Plain HTTP to the TLS port gets nginx's 400: it is listening.
+    await waitFor("nginx", async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 400, { process: nginx, timeout: 10_000 });
+    await waitFor("JupyterHub", async () => (await fetch(`${stack.hubApi}/`)).ok, { process: hub, timeout: 120_000 });
+    await waitFor("JupyterHub's proxy", async () => (await fetch(`http://127.0.0.1:${hubPort}/hub/api/`)).ok, { process: hub });
+    return stack;
+  } catch (e) {
+    stopStack(stack);
+    throw e;
+  }
+}
+
+/** Calls the Hub's REST API with the stack's service token. */
+export async function hubApi(stack, p, init = {}) {
+  return fetch(`${stack.hubApi}${p}`, { ...init, headers: { authorization: `token ${stack.hubApiToken}`, ...(init.headers ?? {}) } });
+}
+
+/** The last lines of every log the stack writes, for a failing step. */
+export function stackLogs(stack, lines = 40) {
+  const tail = (name, text) => `--- ${name} ---\n${text.split("\n").slice(-lines).join("\n")}`;
+  const parts = stack.processes.map((p) => tail(p.name, p.log()));
+  for (const [name, p] of Object.entries(stack.postern)) parts.push(tail(`postern ${name}`, p.log()));
+  const nginxErrors = path.join(stack.work, "nginx-error.log");
+  if (fs.existsSync(nginxErrors)) parts.push(tail("nginx error log", fs.readFileSync(nginxErrors, "utf8")));
+  return parts.join("\n");
+}
+
+/** Stops everything the stack started, by pid (the Hub stops its proxy and servers itself). */
+export function stopStack(stack) {
+  for (const p of [...stack.processes].reverse()) {
+    if (p.child.exitCode === null) p.child.kill("SIGTERM");
+  }
+  for (const p of Object.values(stack.postern ?? {})) p.stop();
+}
+
+/** Chromium's NSS database trusting the stack's CA, under a HOME of its own. */
+export function chromiumHomeTrusting(stack) {
+  const home = path.join(stack.work, "chromium-home");
+  const db = path.join(home, ".pki", "nssdb");
+  fs.mkdirSync(db, { recursive: true });
+  execFileSync("certutil", ["-d", `sql:${db}`, "-N", "--empty-password"]);
+  execFileSync("certutil", ["-d", `sql:${db}`, "-A", "-t", "C,,", "-n", "postern-test-ca", "-i", stack.ca]);
+  return home;
+}

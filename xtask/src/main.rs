@@ -1,0 +1,72 @@
+//! Development tasks: `cargo xtask test-ca` makes the throw-away certificate authority and server
+//! certificate the TLS end-to-end stack (nginx in front of Postern and JupyterHub) uses.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Postern's development tasks.
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Write ca.pem, server.pem and server-key.pem into DIR for the given DNS names.
+    TestCa {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names the server certificate covers.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::TestCa { out, names } => test_ca(&out, names),
+    }
+}
+
+fn validity(params: &mut CertificateParams) {
+    // Short-lived: it only has to outlive a test run or a demo session.
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(30);
+}
+
+fn test_ca(out: &PathBuf, names: Vec<String>) -> anyhow::Result<()> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "Postern throw-away test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut ca_params);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let mut params = CertificateParams::new(names.clone())?;
+    params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut params);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+
+    fs::write(out.join("ca.pem"), ca.pem())?;
+    fs::write(out.join("server.pem"), cert.pem())?;
+    fs::write(out.join("server-key.pem"), key.serialize_pem())?;
+    println!("test CA and a certificate for {} written to {}", names.join(", "), out.display());
+    Ok(())
+}
