@@ -106,12 +106,7 @@ async fn basic_auth_and_public_clients_work() {
     let basic = oauth_client(&server, "jupyterhub", Some(HUB_SECRET), HUB_CALLBACK);
     let auth = authorization(&basic, &[]);
     let back = login(&browser, &server, &auth.url, "erin", PASSWORD).await;
-    let tokens = basic
-        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-        .set_pkce_verifier(auth.verifier)
-        .request_async(&http())
-        .await
-        .unwrap();
+    let tokens = exchange(&basic, &back, auth.verifier).await;
     assert!(tokens.extra_fields().id_token.is_some());
 
     // A public client: no secret at all, PKCE mandatory.
@@ -119,12 +114,7 @@ async fn basic_auth_and_public_clients_work() {
     let auth = authorization(&spa, &[]);
     let back = browser.get(auth.url.clone()).send().await.unwrap();
     let back = location(&back); // SSO session from the first login: no form.
-    let tokens = spa
-        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-        .set_pkce_verifier(auth.verifier)
-        .request_async(&http())
-        .await
-        .unwrap();
+    let tokens = exchange(&spa, &back, auth.verifier).await;
     verify_id_token(&server, tokens.extra_fields().id_token.as_deref().unwrap(), "spa").await;
 }
 
@@ -159,12 +149,7 @@ async fn sso_session_prompt_and_max_age() {
         let auth = authorization(&client, &extra);
         let back = location(&browser.get(auth.url.clone()).send().await.unwrap());
         assert_eq!(back.path(), "/hub/oauth_callback", "SSO skips the form");
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-            .set_pkce_verifier(auth.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &back, auth.verifier).await;
         let claims = verify_id_token(&server, tokens.extra_fields().id_token.as_deref().unwrap(), "jupyterhub").await;
         assert_eq!(claims["auth_time"], first_claims["auth_time"]);
     }
@@ -200,12 +185,7 @@ async fn other_signing_algorithms_verify_against_the_jwks() {
         let client = hub_client(&server);
         let auth = authorization(&client, &[]);
         let back = login(&browser(), &server, &auth.url, "gina", PASSWORD).await;
-        let tokens = client
-            .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-            .set_pkce_verifier(auth.verifier)
-            .request_async(&http())
-            .await
-            .unwrap();
+        let tokens = exchange(&client, &back, auth.verifier).await;
         let claims = verify_id_token(&server, tokens.extra_fields().id_token.as_deref().unwrap(), "jupyterhub").await;
         assert_eq!(claims["sub"], "gina");
     }

@@ -4,18 +4,13 @@ mod common;
 
 use common::*;
 use oauth2::basic::BasicErrorResponseType;
-use oauth2::{AuthorizationCode, RefreshToken, RequestTokenError, TokenResponse as _};
+use oauth2::{RefreshToken, RequestTokenError, TokenResponse as _};
 use serde_json::Value;
 
 async fn sign_in(server: &Server, client: &OidcClient, user: &str) -> TokenResponse {
     let auth = authorization(client, &[]);
     let back = login(&browser(), server, &auth.url, user, PASSWORD).await;
-    client
-        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-        .set_pkce_verifier(auth.verifier)
-        .request_async(&http())
-        .await
-        .unwrap()
+    exchange(client, &back, auth.verifier).await
 }
 
 async fn refresh(client: &OidcClient, token: &str) -> Result<TokenResponse, BasicErrorResponseType> {
@@ -85,12 +80,7 @@ async fn a_disabled_user_loses_login_refresh_userinfo_and_session() {
     let browser = browser();
     let auth = authorization(&client, &[]);
     let back = login(&browser, &server, &auth.url, "ned", PASSWORD).await;
-    let tokens = client
-        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-        .set_pkce_verifier(auth.verifier)
-        .request_async(&http())
-        .await
-        .unwrap();
+    let tokens = exchange(&client, &back, auth.verifier).await;
 
     let out = server.cli(&["user", "disable", "NED"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -121,12 +111,7 @@ async fn a_restart_keeps_users_clients_keys_sessions_and_refresh_tokens() {
     let browser = browser();
     let auth = authorization(&client, &[]);
     let back = login(&browser, &server, &auth.url, "olga", PASSWORD).await;
-    let tokens = client
-        .exchange_code(AuthorizationCode::new(query(&back, "code").unwrap()))
-        .set_pkce_verifier(auth.verifier)
-        .request_async(&http())
-        .await
-        .unwrap();
+    let tokens = exchange(&client, &back, auth.verifier).await;
     let jwks_before: Value = http().get(server.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
 
     server.restart();

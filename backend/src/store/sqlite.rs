@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{FromRow, Row, SqlitePool};
 
 use super::*;
 
@@ -99,35 +99,6 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
             "config" => ClientSource::Config,
             _ => ClientSource::Cli,
         },
-    })
-}
-
-fn request_from_row(r: &SqliteRow) -> StoreResult<AuthorizationRequest> {
-    Ok(AuthorizationRequest {
-        id: r.try_get("id")?,
-        client_id: r.try_get("client_id")?,
-        redirect_uri: r.try_get("redirect_uri")?,
-        scope: r.try_get("scope")?,
-        state: r.try_get("state")?,
-        nonce: r.try_get("nonce")?,
-        code_challenge: r.try_get("code_challenge")?,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
-
-fn grant_from_row(row: &SqliteRow) -> StoreResult<Grant> {
-    Ok(Grant {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        user_id: row.try_get("user_id")?,
-        scope: row.try_get("scope")?,
-        nonce: row.try_get("nonce")?,
-        auth_time: row.try_get("auth_time")?,
-        redirect_uri: row.try_get("redirect_uri")?,
-        code_challenge: row.try_get("code_challenge")?,
-        code_expires_at: row.try_get("code_expires_at")?,
-        code_used_at: row.try_get("code_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
     })
 }
 
@@ -274,16 +245,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at, kid")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get("kid")?,
-                    alg: r.try_get("alg")?,
-                    private_key: r.try_get("private_key")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(StoredKey::from_row).collect::<Result<_, _>>()?)
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
@@ -322,7 +284,7 @@ impl Store for SqliteStore {
                 .bind(now)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.as_ref().map(request_from_row).transpose()
+        Ok(row.as_ref().map(AuthorizationRequest::from_row).transpose()?)
     }
 
     async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool> {
@@ -361,7 +323,7 @@ impl Store for SqliteStore {
                 ticket_hash: r.try_get("ticket_hash")?,
                 expires_at: r.try_get("expires_at")?,
             };
-            Ok((request_from_row(&r)?, login))
+            Ok((AuthorizationRequest::from_row(&r)?, login))
         })
         .transpose()
     }
@@ -389,14 +351,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Session {
-                user_id: r.try_get("user_id")?,
-                auth_time: r.try_get("auth_time")?,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        Ok(row.as_ref().map(Session::from_row).transpose()?)
     }
 
     async fn delete_session(&self, id_hash: &[u8]) -> StoreResult<()> {
@@ -429,7 +384,7 @@ impl Store for SqliteStore {
             .bind(code_hash)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(grant_from_row).transpose()
+        Ok(row.as_ref().map(Grant::from_row).transpose()?)
     }
 
     async fn redeem_code(
@@ -508,7 +463,7 @@ impl Store for SqliteStore {
                 scope: r.try_get("token_scope")?,
                 expires_at: r.try_get("token_expires_at")?,
                 used: r.try_get::<Option<i64>, _>("token_used_at")?.is_some(),
-                grant: grant_from_row(&r)?,
+                grant: Grant::from_row(&r)?,
             })
         })
         .transpose()

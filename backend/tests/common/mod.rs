@@ -334,6 +334,12 @@ pub async fn submit_login(
         .unwrap()
 }
 
+/// Exchanges the code the browser brought `back` (with PKCE), expecting success.
+pub async fn exchange(client: &OidcClient, back: &Url, verifier: PkceCodeVerifier) -> TokenResponse {
+    let code = oauth2::AuthorizationCode::new(query(back, "code").expect("the redirect carries a code"));
+    client.exchange_code(code).set_pkce_verifier(verifier).request_async(&http()).await.unwrap()
+}
+
 /// Verifies an id_token against the server's JWKS; returns its claims.
 pub async fn verify_id_token(server: &Server, id_token: &str, audience: &str) -> Value {
     let jwks: JwkSet = http().get(server.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
