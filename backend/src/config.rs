@@ -24,6 +24,9 @@ pub struct Config {
     /// Address the HTTP server binds to.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (exact addresses), for throttling and logs.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Path of the SQLite database file.
     #[serde(default = "defaults::database")]
     pub database: PathBuf,
@@ -108,15 +111,17 @@ impl Default for TokenConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
-    /// Lifetime of the SSO session in seconds.
+    /// Absolute lifetime of the SSO session in seconds, from the password login.
     pub lifetime: u64,
-    /// Name of the session cookie.
+    /// The session ends after this many seconds without use.
+    pub idle_timeout: u64,
+    /// Name of the session cookie (prefixed `__Host-` when the issuer is https).
     pub cookie_name: String,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { lifetime: 8 * 3600, cookie_name: "postern_session".into() }
+        Self { lifetime: 8 * 3600, idle_timeout: 2 * 3600, cookie_name: "postern_session".into() }
     }
 }
 
@@ -246,6 +251,7 @@ impl Config {
             ("tokens.refresh_token_lifetime", t.refresh_token_lifetime),
             ("tokens.login_request_lifetime", t.login_request_lifetime),
             ("session.lifetime", self.session.lifetime),
+            ("session.idle_timeout", self.session.idle_timeout),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
@@ -291,6 +297,22 @@ impl Config {
     /// Whether Postern serves the built UI itself: no separate UI URL, and a build in `ui.dir`.
     pub fn serves_ui_files(&self) -> bool {
         self.ui.url.is_none() && self.ui.dir.join("index.html").is_file()
+    }
+
+    /// The session cookie's name: `__Host-` prefixed on https, so the browser pins it to this host.
+    pub fn session_cookie(&self) -> String {
+        if self.secure_cookies() {
+            format!("__Host-{}", self.session.cookie_name)
+        } else {
+            self.session.cookie_name.clone()
+        }
+    }
+
+    /// Every origin the login API accepts requests from: the issuer's and the UI's.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let mut origins = vec![self.issuer.origin().ascii_serialization()];
+        origins.extend(self.cross_origin_ui());
+        origins
     }
 
     /// Whether cookies must carry `Secure`.

@@ -9,5 +9,6 @@ pub mod keys;
 pub mod password;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 pub mod users;

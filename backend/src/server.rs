@@ -33,11 +33,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(dir = %config.ui.dir.display(), "no built UI found (run `trunk build --release`); serving the API only");
     }
     let ui_available = config.ui.url.is_some() || config.serves_ui_files();
-    let state =
-        AppState { config: Arc::new(config), store: store.clone(), keys: Arc::new(keys), passwords, ui_available };
+    let state = AppState {
+        config: Arc::new(config),
+        store: store.clone(),
+        keys: Arc::new(keys),
+        passwords,
+        ui_available,
+        throttle: Arc::default(),
+    };
     tokio::spawn(purge_periodically(store));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("Postern stopped");
     Ok(())
 }

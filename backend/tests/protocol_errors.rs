@@ -301,6 +301,14 @@ async fn login_api_gives_one_answer_for_every_bad_credential() {
     let body: shared::ErrorBody = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(body.error, shared::ErrorCode::InvalidCredentials);
 
+    // Four failures from one address: the next attempt must wait, with Retry-After, even with the
+    // right password; then it goes through.
+    let throttled = submit_login(&browser, &server, &handle, "kate", PASSWORD).await;
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(throttled.headers()["retry-after"], "1");
+    assert_eq!(throttled.json::<shared::ErrorBody>().await.unwrap().error, shared::ErrorCode::TooManyAttempts);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
     // The request survives failed attempts and completes once; so does its ticket.
     let ok = submit_login(&browser, &server, &handle, "kate", PASSWORD).await;
     assert_eq!(ok.status(), 200);

@@ -74,6 +74,8 @@ pub enum Error {
     /// A request that must not be redirected back to the client: the UI's error page when there is
     /// one (`ui_page` is its URL), else a minimal HTML page.
     Stop { reason: shared::StopReason, ui_page: Option<String> },
+    /// Too many failed logins: wait this many seconds (429 with `Retry-After`).
+    Throttled(u64),
     /// Something failed on our side; the detail is logged, not sent.
     Internal(String),
 }
@@ -172,6 +174,15 @@ impl IntoResponse for Error {
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
                 );
+                no_store(response)
+            }
+            Error::Throttled(seconds) => {
+                let body = shared::ErrorBody {
+                    error: shared::ErrorCode::TooManyAttempts,
+                    message: format!("Too many failed attempts. Try again in {seconds} seconds."),
+                };
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 no_store(response)
             }
             Error::Internal(detail) => {

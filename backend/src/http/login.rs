@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
 
+use super::client_ip::ClientIp;
 use super::error::no_store;
 use super::{authorize, now, AppState, Error};
 use crate::claims::parse_scope;
@@ -42,7 +43,12 @@ pub async fn pending_request(State(state): State<AppState>, Path(id): Path<Strin
 }
 
 /// `POST /api/login`: checks credentials, starts the SSO session and completes the request.
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
     let malformed = |m: &str| Error::Login(ErrorCode::InvalidRequest, m.to_owned());
     // JSON only: a cross-site HTML form cannot send it without a CORS preflight.
     let is_json = headers
@@ -53,12 +59,23 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
     if !is_json {
         return Err(malformed("The login API accepts only application/json."));
     }
+    // Browsers always name the page's origin on a POST: only Postern's own UI may submit logins.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !state.config.allowed_origins().iter().any(|a| origin.as_bytes() == a.as_bytes()) {
+            return Err(malformed("Sign in from the sign-in page."));
+        }
+    }
     let login: LoginRequest =
         serde_json::from_slice(&body).map_err(|_| malformed("The login request is malformed."))?;
     let request = pending(&state, &login.request).await?;
 
     // One answer for an unknown user, a wrong password and a disabled account, and the same
     // argon2 work for each, so neither the response nor its timing tells them apart.
+    let throttle_key = login.username.to_lowercase();
+    if let Some(wait) = state.throttle.wait(&throttle_key, ip) {
+        tracing::info!(target: "audit", event = "login_failed", reason = "throttled", client_id = %request.client_id, %ip);
+        return Err(Error::Throttled(wait.as_secs().max(1)));
+    }
     let user = match normalize_username(&login.username) {
         Ok(name) => state.store.user_by_name(&name).await?,
         Err(_) => None,
@@ -66,11 +83,18 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let password_ok = state.passwords.verify(login.password, user.as_ref().map(|u| u.password_hash.clone())).await;
     let user = match user {
         Some(user) if password_ok && !user.disabled => user,
-        _ => {
-            tracing::info!(client_id = %request.client_id, "login failed");
+        other => {
+            let reason = match other {
+                None => "unknown_user",
+                Some(u) if u.disabled && password_ok => "disabled_user",
+                Some(_) => "wrong_password",
+            };
+            state.throttle.failed(&throttle_key, ip);
+            tracing::info!(target: "audit", event = "login_failed", reason, client_id = %request.client_id, %ip);
             return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
         }
     };
+    state.throttle.succeeded(&throttle_key);
 
     // The login completes the request once: a ticket for the browser's next, top-level step, which
     // sets the session cookie first-party even when this page is on another site.
@@ -85,7 +109,7 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
     if !state.store.authenticate_request(&request.id, &signed_in, now).await? {
         return Err(not_found());
     }
-    tracing::info!(client_id = %request.client_id, user = %user.username, "login succeeded");
+    tracing::info!(target: "audit", event = "login_succeeded", client_id = %request.client_id, user = %user.username, %ip);
     let redirect_to = authorize::with_query(&state.config.endpoint("/authorize/resume"), &[("ticket", &ticket)]);
     Ok(no_store(Json(LoginResponse { redirect_to }).into_response()))
 }

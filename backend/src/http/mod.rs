@@ -2,6 +2,7 @@
 
 mod authorize;
 mod client_auth;
+mod client_ip;
 mod discovery;
 mod error;
 mod login;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Whether the login UI (served here or elsewhere) can show error pages.
     pub ui_available: bool,
+    /// Failed-login back-off.
+    pub throttle: Arc<crate::throttle::LoginThrottle>,
 }
 
 impl AppState {
@@ -89,7 +92,15 @@ pub fn router(state: AppState) -> Router {
     if state.config.serves_ui_files() {
         app = app.merge(ui::static_files(&state.config));
     }
-    app.with_state(state)
+    let hsts = state.config.secure_cookies();
+    let mut app = app.with_state(state);
+    if hsts {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    app
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -9,7 +9,7 @@ use crate::tokens;
 
 /// The session id from the request's cookies, if any.
 pub fn cookie_value(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let name = &state.config.session.cookie_name;
+    let name = &state.config.session_cookie();
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -23,7 +23,7 @@ pub fn cookie_value(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// The live session of this browser, if it has one.
 pub async fn current(state: &AppState, headers: &HeaderMap) -> StoreResult<Option<Session>> {
     match cookie_value(state, headers) {
-        Some(id) => state.store.session(&tokens::hash(&id), now()).await,
+        Some(id) => state.store.session(&tokens::hash(&id), now(), state.config.session.idle_timeout as i64).await,
         None => Ok(None),
     }
 }
@@ -42,7 +42,7 @@ pub async fn start(
     let lifetime = state.config.session.lifetime;
     let session = Session { user_id, auth_time, expires_at: auth_time + lifetime as i64 };
     state.store.create_session(&tokens::hash(&id), &session, now()).await?;
-    let cookie = Cookie::build((state.config.session.cookie_name.clone(), id))
+    let cookie = Cookie::build((state.config.session_cookie(), id))
         .path("/")
         .http_only(true)
         .secure(state.config.secure_cookies())

@@ -60,7 +60,7 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params) -> Re
     if grant.code_used_at.is_some() {
         // RFC 6749 §4.1.2: a replayed code revokes every token issued from it.
         state.store.revoke_grant(grant.id, now).await?;
-        tracing::warn!(client_id = %client.id, grant = grant.id, "authorization code replayed; grant revoked");
+        tracing::warn!(target: "audit", event = "code_replayed", client_id = %client.id, grant = grant.id, "grant revoked");
         return Err(invalid_grant("the authorization code was already used"));
     }
     if grant.revoked_at.is_some() || grant.code_expires_at <= now {
@@ -86,7 +86,7 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params) -> Re
         state.store.revoke_grant(grant.id, now).await?;
         return Err(invalid_grant("the authorization code was already used"));
     }
-    tracing::info!(client_id = %client.id, user = %user.username, "tokens issued for an authorization code");
+    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "authorization_code", client_id = %client.id, user = %user.username);
     issued.response(state, client, &user, &grant, grant.nonce.as_deref())
 }
 
@@ -106,7 +106,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<T
     if info.used {
         // A rotated token came back: someone holds a copy. Revoke the whole family (RFC 9700 §4.14.2).
         state.store.revoke_grant(info.grant.id, now).await?;
-        tracing::warn!(client_id = %client.id, grant = info.grant.id, "refresh token reuse; grant revoked");
+        tracing::warn!(target: "audit", event = "refresh_reuse_detected", client_id = %client.id, grant = info.grant.id, "grant revoked");
         return Err(invalid_grant("the refresh token was already used"));
     }
     if info.grant.revoked_at.is_some() || info.expires_at <= now {
@@ -129,7 +129,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<T
         state.store.revoke_grant(info.grant.id, now).await?;
         return Err(invalid_grant("the refresh token was already used"));
     }
-    tracing::info!(client_id = %client.id, user = %user.username, "tokens refreshed");
+    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "refresh_token", client_id = %client.id, user = %user.username);
     issued.response(state, client, &user, &info.grant, None)
 }
 

@@ -306,8 +306,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a session under the hash of its cookie value.
     async fn create_session(&self, id_hash: &[u8], session: &Session, now: Timestamp) -> StoreResult<()>;
-    /// Finds a live session whose user is enabled.
-    async fn session(&self, id_hash: &[u8], now: Timestamp) -> StoreResult<Option<Session>>;
+    /// Finds a live session (not expired, used within `idle` seconds) whose user is enabled, and
+    /// records this use.
+    async fn session(&self, id_hash: &[u8], now: Timestamp, idle: Timestamp) -> StoreResult<Option<Session>>;
     /// Ends a session.
     async fn delete_session(&self, id_hash: &[u8]) -> StoreResult<()>;
 

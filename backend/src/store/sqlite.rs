@@ -330,25 +330,28 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, id_hash: &[u8], s: &Session, now: Timestamp) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(id_hash)
         .bind(s.user_id)
         .bind(s.auth_time)
         .bind(now)
         .bind(s.expires_at)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn session(&self, id_hash: &[u8], now: Timestamp) -> StoreResult<Option<Session>> {
+    async fn session(&self, id_hash: &[u8], now: Timestamp, idle: Timestamp) -> StoreResult<Option<Session>> {
         let row = sqlx::query(
-            "SELECT s.user_id, s.auth_time, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = ? AND s.expires_at > ? AND u.disabled = 0",
+            "UPDATE sessions SET last_seen = ?1 WHERE id_hash = ?2 AND expires_at > ?1 AND last_seen > ?1 - ?3 \
+             AND user_id IN (SELECT id FROM users WHERE disabled = 0) RETURNING user_id, auth_time, expires_at",
         )
-        .bind(id_hash)
         .bind(now)
+        .bind(id_hash)
+        .bind(idle)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(Session::from_row).transpose()?)

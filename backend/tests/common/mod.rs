@@ -33,6 +33,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub issuer: String,
+    /// Where the process listens (the issuer unless a test gave another).
+    pub local: String,
     child: Option<Child>,
     extra: String,
     ui_dir: PathBuf,
@@ -46,12 +48,18 @@ impl Server {
     /// Starts a server whose config is the standard test config plus `extra` TOML (top-level keys
     /// must come before any table, so `extra` is placed first).
     pub fn start(extra: &str) -> Self {
+        Self::start_as(extra, None)
+    }
+
+    /// Like [`Server::start`], with a public issuer other than the local address (as behind a proxy).
+    pub fn start_as(extra: &str, issuer: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let issuer = format!("http://127.0.0.1:{port}");
+        let local = format!("http://127.0.0.1:{port}");
+        let issuer = issuer.map_or(local.clone(), str::to_owned);
         // No built UI unless a test asks for one: errors then come as Postern's own HTML page.
         let ui_dir = dir.path().join("no-ui");
-        let mut server = Server { dir, port, issuer, child: None, extra: extra.to_owned(), ui_dir };
+        let mut server = Server { dir, port, issuer, local, child: None, extra: extra.to_owned(), ui_dir };
         server.write_config();
         server.spawn();
         server
@@ -118,7 +126,7 @@ redirect_uris = ["https://legacy.example/cb"]
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let url = format!("{}/.well-known/openid-configuration", self.local);
         loop {
             if let Ok(resp) = http_status(&url) {
                 if resp == 200 {
@@ -168,8 +176,9 @@ redirect_uris = ["https://legacy.example/cb"]
         assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// A URL on the running process.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.issuer, path)
+        format!("{}{}", self.local, path)
     }
 }
 
