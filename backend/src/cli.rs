@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clients::{check_client_id, check_redirect_uri, check_scopes};
 use crate::config::Config;
 use crate::http::now;
+use crate::keys::KeySet;
 use crate::password::Passwords;
 use crate::store::{Client, ClientSource, NewUser, Store, StoreError};
 use crate::users::{check_group, normalize_username};
@@ -37,8 +38,21 @@ pub enum Command {
     /// Manage clients (relying parties).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Read a secret from standard input and print its argon2id hash, for `secret_hash` in the config.
     HashSecret,
+}
+
+/// `postern keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key; a running server signs with it within seconds. Older keys stay
+    /// published until every token they signed has expired.
+    Rotate,
+    /// List the published keys, newest (signing) first.
+    List,
 }
 
 /// `postern user …`
@@ -155,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(command) => user(&config, command).await,
+        Command::Keys(command) => keys(&config, command).await,
         Command::Client(command) => client(&config, command).await,
     }
 }
@@ -265,6 +280,20 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
                 store.user_by_name(&username).await?.ok_or_else(|| anyhow::anyhow!("no user named {username}"))?;
             println!("{}", user.groups.join(","));
         }
+    }
+    Ok(())
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = server::open_store(config).await?;
+    let alg = config.tokens.signing_alg;
+    if let KeysCommand::Rotate = command {
+        let key = KeySet::rotate(store.as_ref(), alg, now()).await?;
+        println!("new {alg} signing key {}", key.kid());
+    }
+    let set = KeySet::load(store.as_ref(), alg, now(), config.tokens.access_token_lifetime as i64).await?;
+    for key in set.jwks()["keys"].as_array().into_iter().flatten() {
+        println!("{} {}", key["alg"].as_str().unwrap_or("?"), key["kid"].as_str().unwrap_or("?"));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Signing keys: generated on first start, persisted in the store, parsed once, published as a JWKS.
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -174,6 +175,21 @@ impl SigningKey {
         Ok(jws)
     }
 
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256};
+        match &self.pair {
+            Pair::Rsa(pair) => UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
+                .verify(message, signature)
+                .is_ok(),
+            Pair::Ec(pair) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+                .verify(message, signature)
+                .is_ok(),
+            Pair::Ed(pair) => {
+                UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref()).verify(message, signature).is_ok()
+            }
+        }
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let rng = SystemRandom::new();
         match &self.pair {
@@ -188,35 +204,55 @@ impl SigningKey {
     }
 }
 
-/// Every key Postern knows, and the one that signs.
+/// Every key Postern publishes, and the one that signs.
 pub struct KeySet {
     active: SigningKey,
+    /// Older keys still published (and accepted, e.g. for `id_token_hint`).
+    previous: Vec<SigningKey>,
     jwks: serde_json::Value,
 }
 
 impl KeySet {
-    /// Loads the stored keys; generates and stores a key for `alg` if none exists yet.
-    pub async fn load(store: &dyn Store, alg: Algorithm, now: Timestamp) -> Result<Self, KeyError> {
+    /// Loads the stored keys; generates and stores a key for `alg` if none exists yet. A key stops
+    /// being published once every token it may have signed has expired: `token_lifetime` after the
+    /// next key replaced it.
+    pub async fn load(
+        store: &dyn Store,
+        alg: Algorithm,
+        now: Timestamp,
+        token_lifetime: i64,
+    ) -> Result<Self, KeyError> {
+        let stored = store.signing_keys().await?;
+        let newest_of_alg = stored.iter().rposition(|k| k.alg == alg.name());
         let mut keys = Vec::new();
-        for stored in store.signing_keys().await? {
-            let key_alg = Algorithm::from_name(&stored.alg)
-                .ok_or_else(|| KeyError::UnknownAlgorithm(stored.kid.clone(), stored.alg.clone()))?;
-            keys.push(SigningKey::from_pkcs8(key_alg, &stored.private_key)?);
+        for (i, key) in stored.iter().enumerate() {
+            // Replaced when the next key was made; tokens it signed live `token_lifetime` at most.
+            let retired = stored.get(i + 1).is_some_and(|next| next.created_at + token_lifetime + CLOCK_SKEW < now);
+            if retired && Some(i) != newest_of_alg {
+                continue;
+            }
+            let key_alg = Algorithm::from_name(&key.alg)
+                .ok_or_else(|| KeyError::UnknownAlgorithm(key.kid.clone(), key.alg.clone()))?;
+            keys.push(SigningKey::from_pkcs8(key_alg, &key.private_key)?);
         }
         // The newest key of the configured algorithm signs.
         let active = match keys.iter().rposition(|k| k.alg == alg) {
             Some(i) => keys.remove(i),
-            None => {
-                let (key, pkcs8) = SigningKey::generate(alg)?;
-                store_key(store, &key, pkcs8, now).await?;
-                tracing::info!(kid = key.kid(), alg = %alg, "generated a new signing key");
-                key
-            }
+            None => Self::rotate(store, alg, now).await?,
         };
+        keys.reverse();
         let jwks = json!({
             "keys": std::iter::once(&active).chain(keys.iter()).map(|k| k.jwk.clone()).collect::<Vec<_>>()
         });
-        Ok(Self { active, jwks })
+        Ok(Self { active, previous: keys, jwks })
+    }
+
+    /// Generates and stores a new key for `alg`, which signs from the next load on.
+    pub async fn rotate(store: &dyn Store, alg: Algorithm, now: Timestamp) -> Result<SigningKey, KeyError> {
+        let (key, pkcs8) = SigningKey::generate(alg)?;
+        store_key(store, &key, pkcs8, now).await?;
+        tracing::info!(kid = key.kid(), alg = %alg, "generated a new signing key");
+        Ok(key)
     }
 
     /// The key that signs new tokens.
@@ -228,7 +264,45 @@ impl KeySet {
     pub fn jwks(&self) -> &serde_json::Value {
         &self.jwks
     }
+
+    /// The claims of a JWT one of these keys signed (expiry is not checked), or `None`.
+    pub fn verify(&self, jwt: &str) -> Option<serde_json::Value> {
+        let (signed, signature) = jwt.rsplit_once('.')?;
+        let (header, payload) = signed.split_once('.')?;
+        let header: serde_json::Value = serde_json::from_slice(&B64.decode(header).ok()?).ok()?;
+        let kid = header["kid"].as_str()?;
+        let key = std::iter::once(&self.active).chain(&self.previous).find(|k| k.kid == kid)?;
+        if header["alg"].as_str() != Some(key.alg.name()) {
+            return None;
+        }
+        key.verify(signed.as_bytes(), &B64.decode(signature).ok()?).then_some(())?;
+        serde_json::from_slice(&B64.decode(payload).ok()?).ok()
+    }
 }
+
+/// The current key set, shared by the handlers and replaced when the stored keys change.
+#[derive(Clone)]
+pub struct Keys(Arc<RwLock<Arc<KeySet>>>);
+
+impl Keys {
+    /// Wraps a loaded set.
+    pub fn new(set: KeySet) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(set))))
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.0.read().expect("not poisoned").clone()
+    }
+
+    /// Puts a freshly loaded set in force.
+    pub fn replace(&self, set: KeySet) {
+        *self.0.write().expect("not poisoned") = Arc::new(set);
+    }
+}
+
+/// Seconds of clock difference tolerated between Postern and relying parties.
+const CLOCK_SKEW: i64 = 300;
 
 async fn store_key(store: &dyn Store, key: &SigningKey, pkcs8: Vec<u8>, now: Timestamp) -> StoreResult<()> {
     store
@@ -254,6 +328,11 @@ mod tests {
             assert_eq!(key.jwk, again.jwk);
             let jwt = key.sign_jwt(&json!({"sub": "x"})).unwrap();
             assert_eq!(jwt.split('.').count(), 3);
+            let set = KeySet { active: again, previous: vec![], jwks: json!({}) };
+            assert_eq!(set.verify(&jwt).unwrap()["sub"], "x");
+            let mut tampered = jwt.clone();
+            tampered.insert(jwt.find('.').unwrap() + 2, 'A');
+            assert!(set.verify(&tampered).is_none());
         }
     }
 

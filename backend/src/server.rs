@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::clients::sync_config_clients;
 use crate::config::Config;
 use crate::http::{now, router, AppState};
-use crate::keys::KeySet;
+use crate::keys::{Algorithm, KeySet, Keys};
 use crate::password::Passwords;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -26,7 +26,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let passwords = Passwords::new(&config.argon2).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     sync_config_clients(store.as_ref(), &config, &passwords, now()).await?;
-    let keys = KeySet::load(store.as_ref(), config.tokens.signing_alg, now()).await?;
+    let lifetime = config.tokens.access_token_lifetime as i64;
+    let keys = Keys::new(KeySet::load(store.as_ref(), config.tokens.signing_alg, now(), lifetime).await?);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     if config.ui.url.is_none() && !config.serves_ui_files() {
@@ -36,12 +37,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
-        keys: Arc::new(keys),
+        keys: keys.clone(),
         passwords,
         ui_available,
         throttle: Arc::default(),
     };
-    tokio::spawn(purge_periodically(store));
+    tokio::spawn(purge_periodically(store.clone()));
+    tokio::spawn(reload_keys_periodically(store, keys, state.config.tokens.signing_alg, lifetime));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
@@ -58,6 +60,22 @@ async fn purge_periodically(store: Arc<dyn Store>) {
         }
     }
 }
+
+/// Picks up keys rotated with `postern keys rotate` while the server runs, and retires old ones.
+async fn reload_keys_periodically(store: Arc<dyn Store>, keys: Keys, alg: Algorithm, lifetime: i64) {
+    let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match KeySet::load(store.as_ref(), alg, now(), lifetime).await {
+            Ok(set) => keys.replace(set),
+            Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
+        }
+    }
+}
+
+/// How often the server looks for rotated keys.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let interrupt = async {

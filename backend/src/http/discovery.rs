@@ -26,12 +26,17 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Response {
         "token_endpoint": c.endpoint("/token"),
         "userinfo_endpoint": c.endpoint("/userinfo"),
         "jwks_uri": c.endpoint("/jwks.json"),
+        "revocation_endpoint": c.endpoint("/revoke"),
+        "introspection_endpoint": c.endpoint("/introspect"),
+        "end_session_endpoint": c.endpoint("/end-session"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": SUPPORTED_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [state.keys.active().alg().name()],
+        "id_token_signing_alg_values_supported": [state.keys.current().active().alg().name()],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [
@@ -48,5 +53,5 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Response {
 
 /// `GET /jwks.json`.
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    cacheable(state.keys.jwks().clone())
+    cacheable(state.keys.current().jwks().clone())
 }

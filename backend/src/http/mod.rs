@@ -6,7 +6,9 @@ mod client_ip;
 mod discovery;
 mod error;
 mod login;
+mod logout;
 mod params;
+mod revocation;
 mod session;
 mod token;
 mod ui;
@@ -23,7 +25,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::keys::KeySet;
+use crate::keys::Keys;
 use crate::password::Passwords;
 use crate::store::{Store, Timestamp};
 
@@ -37,7 +39,7 @@ pub struct AppState {
     /// The store.
     pub store: Arc<dyn Store>,
     /// Signing keys.
-    pub keys: Arc<KeySet>,
+    pub keys: Keys,
     /// argon2id hasher.
     pub passwords: Passwords,
     /// Whether the login UI (served here or elsewhere) can show error pages.
@@ -67,6 +69,8 @@ pub fn router(state: AppState) -> Router {
     // What the login UI calls; CORS-enabled for the UI's origin in a split deployment.
     let mut ui_facing = Router::new()
         .route("/token", post(token::token))
+        .route("/revoke", post(revocation::revoke))
+        .route("/introspect", post(revocation::introspect))
         .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
         .route(&format!("{}/{{request}}", shared::AUTHORIZATION_REQUEST_PATH), get(login::pending_request))
         .route(shared::LOGIN_PATH, post(login::login))
@@ -87,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks.json", get(discovery::jwks))
         .route("/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
         .route("/authorize/resume", get(authorize::resume))
+        .route("/end-session", get(logout::end_session).post(logout::end_session))
         .route(shared::UI_CONFIG_PATH, get(ui::ui_config))
         .merge(ui_facing);
     if state.config.serves_ui_files() {

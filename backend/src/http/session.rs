@@ -51,3 +51,27 @@ pub async fn start(
         .build();
     Ok(HeaderValue::from_str(&cookie.to_string()).expect("a cookie of base64url characters is a valid header"))
 }
+
+/// Ends this browser's session, if any, and returns the `Set-Cookie` that removes the cookie.
+pub async fn end(state: &AppState, headers: &HeaderMap) -> StoreResult<HeaderValue> {
+    if let Some(id) = cookie_value(state, headers) {
+        state.store.delete_session(&tokens::hash(&id)).await?;
+    }
+    let cookie = Cookie::build((state.config.session_cookie(), ""))
+        .path("/")
+        .http_only(true)
+        .secure(state.config.secure_cookies())
+        .same_site(SameSite::Lax)
+        .max_age(cookie::time::Duration::ZERO)
+        .build();
+    Ok(HeaderValue::from_str(&cookie.to_string()).expect("an empty cookie is a valid header"))
+}
+
+/// A token that proves a sign-out confirmation came from a page this session was shown: derived
+/// from the session cookie, which a cross-site attacker cannot read.
+pub fn confirmation_token(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let id = cookie_value(state, headers)?;
+    let digest = tokens::hash(&format!("end-session:{id}"));
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+}

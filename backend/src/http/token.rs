@@ -209,7 +209,8 @@ impl Issued {
         grant: &Grant,
         nonce: Option<&str>,
     ) -> Result<String, Error> {
-        let key = state.keys.active();
+        let keys = state.keys.current();
+        let key = keys.active();
         let mut claims: Map<String, Value> = user_claims(user, &self.scope, client.groups_claim);
         claims.insert("iss".into(), state.config.issuer_id().into());
         claims.insert("aud".into(), client.id.clone().into());

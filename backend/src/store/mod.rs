@@ -243,6 +243,8 @@ pub struct AccessTokenInfo {
     pub client_id: String,
     /// User it speaks for.
     pub user: User,
+    /// Expiry.
+    pub expires_at: Timestamp,
 }
 
 /// A refresh token as found by hash.
@@ -329,6 +331,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finds a live access token of an unrevoked grant and an enabled user.
     async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>>;
+    /// Deletes one access token; true if it existed.
+    async fn revoke_access_token(&self, hash: &[u8]) -> StoreResult<bool>;
     /// Finds a refresh token by hash, used or not.
     async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>>;
     /// Marks a refresh token used and stores its successors, atomically; false if already used.

@@ -435,7 +435,8 @@ impl Store for SqliteStore {
 
     async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>> {
         let row = sqlx::query(&format!(
-            "SELECT t.scope AS token_scope, g.client_id AS token_client, {USER_COLUMNS} FROM access_tokens t \
+            "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, g.client_id AS token_client, \
+             {USER_COLUMNS} FROM access_tokens t \
              JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id \
              WHERE t.hash = ? AND t.expires_at > ? AND g.revoked_at IS NULL AND u.disabled = 0"
         ))
@@ -448,9 +449,15 @@ impl Store for SqliteStore {
                 scope: r.try_get("token_scope")?,
                 client_id: r.try_get("token_client")?,
                 user: user_from_row(&r)?,
+                expires_at: r.try_get("token_expires_at")?,
             })
         })
         .transpose()
+    }
+
+    async fn revoke_access_token(&self, hash: &[u8]) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM access_tokens WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>> {

@@ -21,6 +21,8 @@ use url::Url;
 
 /// JupyterHub's callback, as registered for the `jupyterhub` test client.
 pub const HUB_CALLBACK: &str = "https://hub.example:8443/hub/oauth_callback";
+/// Where the `jupyterhub` test client may be sent after a logout.
+pub const HUB_LOGGED_OUT: &str = "https://hub.example:8443/hub/logged-out";
 /// Secret of the `jupyterhub` test client.
 pub const HUB_SECRET: &str = "hub-secret-0123456789abcdef";
 /// Secret of the `legacy` test client (PKCE not required).
@@ -91,6 +93,7 @@ dir = "{ui_dir}"
 name = "JupyterHub"
 secret = "{HUB_SECRET}"
 redirect_uris = ["{HUB_CALLBACK}"]
+post_logout_redirect_uris = ["{HUB_LOGGED_OUT}"]
 
 [clients.spa]
 name = "Postern UI"

@@ -1,0 +1,124 @@
+//! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): `/end-session` ends the SSO session
+//! and returns the browser to a registered `post_logout_redirect_uri`, with `state`.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use shared::StopReason;
+use subtle::ConstantTimeEq;
+
+use super::authorize::{see_other, with_query};
+use super::client_ip::ClientIp;
+use super::error::no_store;
+use super::params::{is_form, Params};
+use super::{session, AppState, Error};
+
+/// `GET` or `POST /end-session`.
+pub async fn end_session(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let params = if method == Method::POST && is_form(&headers) {
+        Params::parse(&body)
+    } else {
+        Params::parse(query.unwrap_or_default().as_bytes())
+    };
+    if params.duplicate().is_some() {
+        return Err(state.stop(StopReason::InvalidRequest));
+    }
+
+    // Which client asks: the id_token_hint's audience (signed by us), or client_id; never two different ones.
+    let hint = match params.get("id_token_hint") {
+        Some(jwt) => Some(state.keys.current().verify(jwt).ok_or_else(|| state.stop(StopReason::InvalidRequest))?),
+        None => None,
+    };
+    let hinted_client = hint.as_ref().and_then(|c| c["aud"].as_str().map(str::to_owned));
+    let client_id = match (hinted_client, params.get("client_id")) {
+        (Some(a), Some(b)) if a != b => return Err(state.stop(StopReason::InvalidRequest)),
+        (Some(a), _) => Some(a),
+        (None, b) => b.map(str::to_owned),
+    };
+    let client = match &client_id {
+        Some(id) => Some(state.store.client(id).await?.ok_or_else(|| state.stop(StopReason::UnknownClient))?),
+        None => None,
+    };
+
+    // Where to go afterwards: only a URI registered for that client, exactly.
+    let destination = match params.get("post_logout_redirect_uri") {
+        Some(uri) => {
+            let registered = client.as_ref().is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
+            if !registered {
+                return Err(state.stop(StopReason::InvalidRedirectUri));
+            }
+            match params.get("state") {
+                Some(s) => with_query(uri, &[("state", s)]),
+                None => uri.to_owned(),
+            }
+        }
+        None => state.config.ui_page("/signed-out"),
+    };
+
+    let Some(current) = session::current(&state, &headers).await? else {
+        return Ok(see_other(&destination));
+    };
+    // Bound to the session's user by a hint we signed: sign out at once. Otherwise ask first.
+    let user = state.store.user_by_id(current.user_id).await?;
+    let bound = hint
+        .as_ref()
+        .and_then(|c| c["sub"].as_str())
+        .is_some_and(|sub| user.as_ref().is_some_and(|u| u.username == sub));
+    let confirmed = match (method == Method::POST, params.get("confirm"), session::confirmation_token(&state, &headers))
+    {
+        (true, Some(given), Some(expected)) => bool::from(given.as_bytes().ct_eq(expected.as_bytes())),
+        _ => false,
+    };
+    if !bound && !confirmed {
+        let token = session::confirmation_token(&state, &headers).unwrap_or_default();
+        return Ok(confirmation_page(&state, &params, client_id.as_deref(), &token));
+    }
+    let cookie = session::end(&state, &headers).await?;
+    tracing::info!(target: "audit", event = "logout", client_id = client_id.as_deref().unwrap_or("-"), %ip);
+    let mut response = see_other(&destination);
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// "Sign out?" with a form that posts back here with the confirmation token.
+fn confirmation_page(state: &AppState, params: &Params, client_id: Option<&str>, token: &str) -> Response {
+    let mut fields = format!(r#"<input type="hidden" name="confirm" value="{}">"#, escape(token));
+    if let Some(id) = client_id {
+        fields += &format!(r#"<input type="hidden" name="client_id" value="{}">"#, escape(id));
+    }
+    for key in ["post_logout_redirect_uri", "state"] {
+        if let Some(value) = params.get(key) {
+            fields += &format!(r#"<input type="hidden" name="{key}" value="{}">"#, escape(value));
+        }
+    }
+    let product = escape(&state.config.ui.product_name);
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign out · {product}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:30rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}\
+         button{{font:inherit;font-weight:600;padding:.7rem 1.2rem;border:0;border-radius:8px;background:#2f5bd3;color:#fff}}\
+         @media(prefers-color-scheme:dark){{body{{background:#111;color:#eee}}}}</style></head><body>\
+         <h1>Sign out of {product}?</h1><p>An application asked to end your {product} session in this browser.</p>\
+         <form method=\"post\" action=\"{action}\">{fields}<button type=\"submit\">Sign out</button></form></body></html>",
+        action = escape(&state.config.endpoint("/end-session")),
+    );
+    let mut response = (StatusCode::OK, Html(page)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        // No form-action: the confirmed sign-out redirects to the client's registered URI.
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    no_store(response)
+}

@@ -1,0 +1,192 @@
+//! Revocation (RFC 7009), introspection (RFC 7662), RP-initiated logout and signing-key rotation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use oauth2::TokenResponse as _;
+use serde_json::Value;
+
+async fn signed_in(server: &Server, user: &str) -> (reqwest::Client, TokenResponse) {
+    let client = hub_client(server);
+    let browser = browser();
+    let auth = authorization(&client, &[]);
+    let back = login(&browser, server, &auth.url, user, PASSWORD).await;
+    (browser, exchange(&client, &back, auth.verifier).await)
+}
+
+async fn post_form(server: &Server, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    http()
+        .post(server.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+const HUB: [(&str, &str); 2] = [("client_id", "jupyterhub"), ("client_secret", HUB_SECRET)];
+
+async fn introspect(server: &Server, token: &str) -> Value {
+    let mut form = vec![("token", token)];
+    form.extend(HUB);
+    let response = post_form(server, "/introspect", &form).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn revocation_and_introspection() {
+    let server = Server::start("");
+    server.add_user("wes", &[]);
+    let (_, tokens) = signed_in(&server, "wes").await;
+    let access = tokens.access_token().secret().clone();
+    let refresh = tokens.refresh_token().unwrap().secret().clone();
+
+    let active = introspect(&server, &access).await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["sub"], "wes");
+    assert_eq!(active["client_id"], "jupyterhub");
+    assert_eq!(active["scope"], "openid profile email");
+    assert!(active["exp"].as_i64().unwrap() > 0);
+    assert_eq!(introspect(&server, &refresh).await["token_type"], "refresh_token");
+    assert_eq!(introspect(&server, "garbage").await, serde_json::json!({"active": false}));
+    // Public clients cannot introspect; other clients see nothing of these tokens.
+    let public = post_form(&server, "/introspect", &[("token", &access), ("client_id", "spa")]).await;
+    assert_eq!(public.status(), 401);
+    let foreign = post_form(
+        &server,
+        "/introspect",
+        &[("token", &access), ("client_id", "legacy"), ("client_secret", LEGACY_SECRET)],
+    )
+    .await;
+    assert_eq!(foreign.json::<Value>().await.unwrap()["active"], false);
+
+    // Revoking: another client's attempt and an unknown token are 200 and change nothing.
+    let foreign =
+        post_form(&server, "/revoke", &[("token", &access), ("client_id", "legacy"), ("client_secret", LEGACY_SECRET)])
+            .await;
+    assert_eq!(foreign.status(), 200);
+    assert_eq!(userinfo(&server, &access).await.status(), 200);
+    let mut unknown = vec![("token", "no-such-token")];
+    unknown.extend(HUB);
+    assert_eq!(post_form(&server, "/revoke", &unknown).await.status(), 200);
+    // The access token alone.
+    let mut form = vec![("token", access.as_str()), ("token_type_hint", "access_token")];
+    form.extend(HUB);
+    assert_eq!(post_form(&server, "/revoke", &form).await.status(), 200);
+    assert_eq!(userinfo(&server, &access).await.status(), 401);
+    assert_eq!(introspect(&server, &access).await["active"], false);
+    assert_eq!(introspect(&server, &refresh).await["active"], true, "the refresh token lives on");
+    // The refresh token takes its whole grant with it.
+    let (_, second) = signed_in(&server, "wes").await;
+    let mut form = vec![("token", second.refresh_token().unwrap().secret().as_str())];
+    form.extend(HUB);
+    assert_eq!(post_form(&server, "/revoke", &form).await.status(), 200);
+    assert_eq!(userinfo(&server, second.access_token().secret()).await.status(), 401);
+    assert_eq!(introspect(&server, second.refresh_token().unwrap().secret()).await["active"], false);
+    // Wrong client credentials are refused.
+    let bad =
+        post_form(&server, "/revoke", &[("token", &refresh), ("client_id", "jupyterhub"), ("client_secret", "nope")])
+            .await;
+    assert_eq!(bad.status(), 401);
+}
+
+#[tokio::test]
+async fn end_session_bound_by_id_token_hint_signs_out_at_once() {
+    let server = Server::start("");
+    server.add_user("xena", &[]);
+    let (browser, tokens) = signed_in(&server, "xena").await;
+    let hint = tokens.extra_fields().id_token.clone().unwrap();
+    let url = format!(
+        "{}?{}",
+        server.url("/end-session"),
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("id_token_hint", &hint)
+            .append_pair("post_logout_redirect_uri", HUB_LOGGED_OUT)
+            .append_pair("state", "s-1")
+            .finish()
+    );
+    let response = browser.get(&url).send().await.unwrap();
+    assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let back = location(&response);
+    assert_eq!(back.as_str(), format!("{HUB_LOGGED_OUT}?state=s-1"));
+    // The SSO session is over.
+    let auth = authorization(&hub_client(&server), &[]);
+    assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/login");
+}
+
+#[tokio::test]
+async fn end_session_by_client_id_asks_first_and_refuses_unregistered_uris() {
+    let server = Server::start("");
+    server.add_user("yuri", &[]);
+    let (browser, _) = signed_in(&server, "yuri").await;
+    let query = |uri: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", "jupyterhub")
+            .append_pair("post_logout_redirect_uri", uri)
+            .finish()
+    };
+    // An unregistered destination: stopped here, session untouched.
+    let response =
+        browser.get(format!("{}?{}", server.url("/end-session"), query("https://evil.example/"))).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+    // JupyterHub's logout_redirect_url style: no hint, so a confirmation page.
+    let page = browser.get(format!("{}?{}", server.url("/end-session"), query(HUB_LOGGED_OUT))).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign out of Postern?"));
+    let token = html.split("name=\"confirm\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    // A forged confirmation changes nothing.
+    let forged = browser
+        .post(server.url("/end-session"))
+        .form(&[("confirm", "forged"), ("client_id", "jupyterhub"), ("post_logout_redirect_uri", HUB_LOGGED_OUT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 200, "asked again");
+    let auth = authorization(&hub_client(&server), &[]);
+    assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/hub/oauth_callback");
+    // The real one signs out.
+    let done = browser
+        .post(server.url("/end-session"))
+        .form(&[("confirm", token.as_str()), ("client_id", "jupyterhub"), ("post_logout_redirect_uri", HUB_LOGGED_OUT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&done).as_str(), HUB_LOGGED_OUT);
+    let auth = authorization(&hub_client(&server), &[]);
+    assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/login");
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_keys_published_while_their_tokens_live() {
+    let server = Server::start("");
+    server.add_user("zoe", &[]);
+    let (_, before) = signed_in(&server, "zoe").await;
+    let old_token = before.extra_fields().id_token.clone().unwrap();
+    let jwks = || async { http().get(server.url("/jwks.json")).send().await.unwrap().json::<Value>().await.unwrap() };
+    assert_eq!(jwks().await["keys"].as_array().unwrap().len(), 1);
+
+    let out = server.cli(&["keys", "rotate"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.lines().filter(|l| l.starts_with("RS256 ")).count(), 2, "{listed}");
+
+    // The running server picks the new key up by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while jwks().await["keys"].as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the new key was not published");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, after) = signed_in(&server, "zoe").await;
+    let new_token = after.extra_fields().id_token.clone().unwrap();
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_ne!(kid(&old_token), kid(&new_token), "the new key signs");
+    assert_eq!(jwks().await["keys"][0]["kid"], kid(&new_token), "the signing key comes first");
+    verify_id_token(&server, &old_token, "jupyterhub").await;
+    verify_id_token(&server, &new_token, "jupyterhub").await;
+}
