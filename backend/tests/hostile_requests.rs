@@ -61,6 +61,10 @@ struct Case {
     expect: Expect,
 }
 
+/// An authorization request's parameters, and an edit of them.
+type Pairs = Vec<(String, String)>;
+type Edit = dyn Fn(&mut Pairs);
+
 fn as_refs<'a>(pairs: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
@@ -176,21 +180,20 @@ tokens.access_token_lifetime = 2"#,
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await; // `expired` has expired
 
     let authz = authorization(&hub, &[]).url;
-    let base: Vec<(String, String)> = authz.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    let authorize = |edit: &dyn Fn(&mut Vec<(String, String)>)| {
+    let base: Pairs = authz.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let authorize = |edit: &Edit| {
         let mut pairs = base.clone();
         edit(&mut pairs);
         format!("/authorize?{}", form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish())
     };
     let set = |key: &'static str, value: String| {
-        move |p: &mut Vec<(String, String)>| {
+        move |p: &mut Pairs| {
             p.retain(|(k, _)| k != key);
             p.push((key.into(), value.clone()));
         }
     };
-    let drop_key = |key: &'static str| move |p: &mut Vec<(String, String)>| p.retain(|(k, _)| k != key);
-    let add =
-        |key: &'static str, value: String| move |p: &mut Vec<(String, String)>| p.push((key.into(), value.clone()));
+    let drop_key = |key: &'static str| move |p: &mut Pairs| p.retain(|(k, _)| k != key);
+    let add = |key: &'static str, value: String| move |p: &mut Pairs| p.push((key.into(), value.clone()));
     let long = |n: usize| "x".repeat(n);
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
 
@@ -218,11 +221,7 @@ tokens.access_token_lifetime = 2"#,
     cases.push(get("oversized client_id", authorize(&set("client_id", long(10_000))), Expect::Stopped));
     // Everything else goes back to the client with an error.
     for (name, edit, error) in [
-        (
-            "state twice",
-            Box::new(add("state", "again".into())) as Box<dyn Fn(&mut Vec<(String, String)>)>,
-            "invalid_request",
-        ),
+        ("state twice", Box::new(add("state", "again".into())) as Box<Edit>, "invalid_request"),
         ("scope twice", Box::new(add("scope", "openid".into())), "invalid_request"),
         ("response_type token", Box::new(set("response_type", "token".into())), "unsupported_response_type"),
         (
