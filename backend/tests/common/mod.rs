@@ -155,6 +155,11 @@ redirect_uris = ["https://legacy.example/cb"]
         self.spawn();
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
