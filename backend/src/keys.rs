@@ -241,10 +241,7 @@ impl KeySet {
             None => Self::rotate(store, alg, now).await?,
         };
         keys.reverse();
-        let jwks = json!({
-            "keys": std::iter::once(&active).chain(keys.iter()).map(|k| k.jwk.clone()).collect::<Vec<_>>()
-        });
-        Ok(Self { active, previous: keys, jwks })
+        Ok(Self::from_keys(active, keys))
     }
 
     /// Generates and stores a new key for `alg`, which signs from the next load on.
@@ -253,6 +250,14 @@ impl KeySet {
         store_key(store, &key, pkcs8, now).await?;
         tracing::info!(kid = key.kid(), alg = %alg, "generated a new signing key");
         Ok(key)
+    }
+
+    /// A set of already parsed keys; `active` signs.
+    pub fn from_keys(active: SigningKey, previous: Vec<SigningKey>) -> Self {
+        let jwks = json!({
+            "keys": std::iter::once(&active).chain(previous.iter()).map(|k| k.jwk.clone()).collect::<Vec<_>>()
+        });
+        Self { active, previous, jwks }
     }
 
     /// The key that signs new tokens.
@@ -328,7 +333,7 @@ mod tests {
             assert_eq!(key.jwk, again.jwk);
             let jwt = key.sign_jwt(&json!({"sub": "x"})).unwrap();
             assert_eq!(jwt.split('.').count(), 3);
-            let set = KeySet { active: again, previous: vec![], jwks: json!({}) };
+            let set = KeySet::from_keys(again, vec![]);
             assert_eq!(set.verify(&jwt).unwrap()["sub"], "x");
             let mut tampered = jwt.clone();
             tampered.insert(jwt.find('.').unwrap() + 2, 'A');

@@ -156,7 +156,7 @@ async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Resul
 }
 
 /// An authorization request that passed every check.
-struct Validated {
+pub(super) struct Validated {
     scope: String,
     state: Option<String>,
     nonce: Option<String>,
@@ -181,7 +181,7 @@ impl Validated {
     }
 }
 
-fn validate(client: &Client, params: &Params) -> Result<Validated, (OAuthCode, String)> {
+pub(super) fn validate(client: &Client, params: &Params) -> Result<Validated, (OAuthCode, String)> {
     use OAuthCode::*;
     let bad = |code: OAuthCode, description: &str| Err((code, description.to_owned()));
     if let Some(key) = params.duplicate() {

@@ -5,6 +5,8 @@ mod client_auth;
 mod client_ip;
 mod discovery;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod login;
 mod logout;
 mod params;

@@ -9,7 +9,11 @@ use crate::tokens;
 
 /// The session id from the request's cookies, if any.
 pub fn cookie_value(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let name = &state.config.session_cookie();
+    find_cookie(headers, &state.config.session_cookie())
+}
+
+/// The value of the cookie `name` in the request's `Cookie` headers.
+pub fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &str| backend::http::fuzzing::jwt_hint(data));
