@@ -9,7 +9,10 @@ use serde_json::{Map, Value};
 
 use shared::TokenResponse;
 
+use std::net::IpAddr;
+
 use super::client_auth::authenticate;
+use super::client_ip::ClientIp;
 use super::error::{no_store, OAuthCode};
 use super::params::{is_form, Params};
 use super::{now, AppState, Error};
@@ -22,7 +25,12 @@ fn invalid_grant(description: &str) -> Error {
 }
 
 /// `POST /token`.
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+pub async fn token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
     if !is_form(&headers) {
         return Err(Error::oauth(OAuthCode::InvalidRequest, "the body must be application/x-www-form-urlencoded"));
     }
@@ -43,13 +51,13 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
     let client = authenticate(&state, &headers, &params).await?;
     let response = match grant_type {
-        "authorization_code" => exchange_code(&state, &client, &params).await?,
-        _ => refresh(&state, &client, &params).await?,
+        "authorization_code" => exchange_code(&state, &client, &params, ip).await?,
+        _ => refresh(&state, &client, &params, ip).await?,
     };
     Ok(no_store(Json(response).into_response()))
 }
 
-async fn exchange_code(state: &AppState, client: &Client, params: &Params) -> Result<TokenResponse, Error> {
+async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: IpAddr) -> Result<TokenResponse, Error> {
     let code = params.get("code").ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "code is missing"))?;
     let now = now();
     // A code that is not this client's is answered as unknown and changes nothing.
@@ -60,7 +68,7 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params) -> Re
     if grant.code_used_at.is_some() {
         // RFC 6749 §4.1.2: a replayed code revokes every token issued from it.
         state.store.revoke_grant(grant.id, now).await?;
-        tracing::warn!(target: "audit", event = "code_replayed", client_id = %client.id, grant = grant.id, "grant revoked");
+        tracing::warn!(target: "audit", event = "code_replayed", client_id = %client.id, %ip, grant = grant.id, "grant revoked");
         return Err(invalid_grant("the authorization code was already used"));
     }
     if grant.revoked_at.is_some() || grant.code_expires_at <= now {
@@ -86,11 +94,11 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params) -> Re
         state.store.revoke_grant(grant.id, now).await?;
         return Err(invalid_grant("the authorization code was already used"));
     }
-    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "authorization_code", client_id = %client.id, user = %user.username);
+    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "authorization_code", client_id = %client.id, %ip, user = %user.username);
     issued.response(state, client, &user, &grant, grant.nonce.as_deref())
 }
 
-async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<TokenResponse, Error> {
+async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr) -> Result<TokenResponse, Error> {
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "refresh_token is missing"))?;
@@ -106,7 +114,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<T
     if info.used {
         // A rotated token came back: someone holds a copy. Revoke the whole family (RFC 9700 §4.14.2).
         state.store.revoke_grant(info.grant.id, now).await?;
-        tracing::warn!(target: "audit", event = "refresh_reuse_detected", client_id = %client.id, grant = info.grant.id, "grant revoked");
+        tracing::warn!(target: "audit", event = "refresh_reuse_detected", client_id = %client.id, %ip, grant = info.grant.id, "grant revoked");
         return Err(invalid_grant("the refresh token was already used"));
     }
     if info.grant.revoked_at.is_some() || info.expires_at <= now {
@@ -129,7 +137,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<T
         state.store.revoke_grant(info.grant.id, now).await?;
         return Err(invalid_grant("the refresh token was already used"));
     }
-    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "refresh_token", client_id = %client.id, user = %user.username);
+    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "refresh_token", client_id = %client.id, %ip, user = %user.username);
     issued.response(state, client, &user, &info.grant, None)
 }
 
