@@ -48,6 +48,11 @@ impl Passwords {
         .await
     }
 
+    /// Verifies synchronously (benchmarks and the CLI).
+    pub fn verify_now(&self, secret: &str, phc: &str) -> bool {
+        PasswordHash::new(phc).is_ok_and(|h| self.argon2.verify_password(secret.as_bytes(), &h).is_ok())
+    }
+
     /// Hashes synchronously, for the CLI.
     pub fn hash_now(&self, secret: &str) -> String {
         hash_with(&self.argon2, secret)

@@ -41,6 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         passwords,
         ui_available,
         throttle: Arc::default(),
+        verified_secrets: Arc::default(),
     };
     tokio::spawn(purge_periodically(store.clone()));
     tokio::spawn(reload_keys_periodically(store, keys, state.config.tokens.signing_alg, lifetime));

@@ -1,5 +1,8 @@
 //! Development tasks: `cargo xtask test-ca` makes the throw-away certificate authority and server
-//! certificate the TLS end-to-end stack (nginx in front of Postern and JupyterHub) uses.
+//! certificate the TLS end-to-end stack (nginx in front of Postern and JupyterHub) uses;
+//! `cargo xtask bench` measures Postern (see BENCHMARKS.md).
+
+mod bench;
 
 use std::fs;
 use std::path::PathBuf;
@@ -30,11 +33,41 @@ enum Task {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Load-benchmark a release build on loopback (run the client on another core than the server).
+    Bench {
+        /// Seconds per scenario and concurrency level.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrency levels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        /// Pin the server to this core with taskset.
+        #[arg(long)]
+        server_core: Option<usize>,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/results.json")]
+        out: PathBuf,
+        /// A quick run (1 s per scenario, c=1 and 4) that checks the benchmark still works.
+        #[arg(long)]
+        smoke: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::TestCa { out, names } => test_ca(&out, names),
+        Task::Bench { seconds, concurrency, server_core, out, smoke } => {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let options = if smoke {
+                bench::Options { seconds: 1.0, concurrency: vec![1, 4], server_core, out }
+            } else {
+                bench::Options { seconds, concurrency, server_core, out }
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(bench::run(&root, options))
+        }
     }
 }
 

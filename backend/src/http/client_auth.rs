@@ -67,7 +67,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
         (None, Some(_)) => Err(invalid_client("a public client has no secret")),
         (Some(_), None) | (None, None) => Err(invalid_client("this client must authenticate with its secret")),
         (Some(hash), Some(secret)) => {
-            if state.passwords.verify(secret, Some(hash.clone())).await {
+            if state.verified_secrets.matches(&client.id, hash, &secret) {
+                return Ok(client);
+            }
+            if state.passwords.verify(secret.clone(), Some(hash.clone())).await {
+                state.verified_secrets.remember(&client.id, hash, &secret);
                 Ok(client)
             } else {
                 Err(invalid_client("client authentication failed"))
@@ -90,5 +94,29 @@ mod tests {
         assert_eq!(parse_basic("Bearer xyz"), Ok(None));
         assert!(parse_basic("Basic !!!").is_err());
         assert!(parse_basic(&format!("Basic {}", STANDARD.encode("nocolon"))).is_err());
+    }
+}
+
+/// Client secrets already verified with argon2id, remembered as SHA-256 digests so that every
+/// token request does not pay a password-grade hash. Client secrets are long random strings (at
+/// least 16 characters from the config, 256 bits from the CLI), for which a fast digest held in
+/// memory only is enough; the entry is bound to the stored hash, so changing the secret forgets it.
+#[derive(Default)]
+pub struct VerifiedSecrets {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>,
+}
+
+impl VerifiedSecrets {
+    fn matches(&self, client_id: &str, stored_hash: &str, secret: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let entries = self.entries.lock().expect("not poisoned");
+        entries.get(client_id).is_some_and(|(hash, digest)| {
+            hash == stored_hash && bool::from(digest.as_slice().ct_eq(&crate::tokens::hash(secret)))
+        })
+    }
+
+    fn remember(&self, client_id: &str, stored_hash: &str, secret: &str) {
+        let mut entries = self.entries.lock().expect("not poisoned");
+        entries.insert(client_id.to_owned(), (stored_hash.to_owned(), crate::tokens::hash(secret)));
     }
 }

@@ -48,6 +48,8 @@ pub struct AppState {
     pub ui_available: bool,
     /// Failed-login back-off.
     pub throttle: Arc<crate::throttle::LoginThrottle>,
+    /// Client secrets already verified.
+    pub verified_secrets: Arc<client_auth::VerifiedSecrets>,
 }
 
 impl AppState {

@@ -489,7 +489,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let grant_id: Option<i64> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL \
-             AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL) RETURNING grant_id",
+             AND (SELECT revoked_at FROM grants g WHERE g.id = refresh_tokens.grant_id) IS NULL RETURNING grant_id",
         )
         .bind(now)
         .bind(old_hash)
