@@ -428,9 +428,14 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let rss_idle = proc_status(pid(&server), "VmRSS:");
     let mut results = Vec::new();
-    for scenario in
-        [Scenario::Discovery, Scenario::Jwks, Scenario::Userinfo, Scenario::CodeExchange, Scenario::Refresh, Scenario::FullLogin]
-    {
+    for scenario in [
+        Scenario::Discovery,
+        Scenario::Jwks,
+        Scenario::Userinfo,
+        Scenario::CodeExchange,
+        Scenario::Refresh,
+        Scenario::FullLogin,
+    ] {
         for &c in &options.concurrency {
             // Enough codes for the run at a generous rate, within their 60-second life.
             let codes_each = if scenario == Scenario::CodeExchange {
@@ -471,16 +476,22 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
 fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     // Count the machine's processors, not this (possibly pinned) process's.
-    let cores = fs::read_to_string("/proc/cpuinfo").map_or(0, |c| c.lines().filter(|l| l.starts_with("processor")).count());
+    let cores =
+        fs::read_to_string("/proc/cpuinfo").map_or(0, |c| c.lines().filter(|l| l.starts_with("processor")).count());
     format!("{cores} cores, {cpu}")
 }
 
 fn print_table(r: &Report) {
     println!("\nPostern benchmark — {}", r.machine);
-    println!("floors on one core: argon2id verify {:.1}/s, {} sign {:.0}/s", r.argon2_verify_per_s_one_core, r.signing_alg, r.signatures_per_s_one_core);
+    println!(
+        "floors on one core: argon2id verify {:.1}/s, {} sign {:.0}/s",
+        r.argon2_verify_per_s_one_core, r.signing_alg, r.signatures_per_s_one_core
+    );
     println!("server RSS: {:.1} MiB idle, {:.1} MiB peak\n", r.server_rss_idle_mib, r.server_rss_peak_mib);
     println!("| scenario | c | req/s | p50 ms | p99 ms | max ms | server CPU | vs floor |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");

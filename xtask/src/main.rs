@@ -63,10 +63,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 bench::Options { seconds, concurrency, server_core, out }
             };
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(bench::run(&root, options))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench::run(&root, options))
         }
     }
 }
