@@ -287,7 +287,7 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a client and everything issued to it; false if there was none.
     async fn remove_client(&self, id: &str) -> StoreResult<bool>;
 
-    /// All signing keys, oldest first.
+    /// All signing keys, oldest first (in insertion order when created in the same second).
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a new signing key.
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;

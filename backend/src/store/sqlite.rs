@@ -242,7 +242,7 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at, kid")
+        let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at, rowid")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(StoredKey::from_row).collect::<Result<_, _>>()?)
