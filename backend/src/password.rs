@@ -1,10 +1,13 @@
-//! argon2id hashing for passwords and client secrets, off the async runtime and bounded in concurrency.
+//! argon2id hashing for passwords and client secrets, off the async runtime, bounded in concurrency,
+//! and on reused working memory.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::config::Argon2Config;
@@ -12,50 +15,87 @@ use crate::config::Argon2Config;
 /// Hashes and verifies secrets with the configured argon2id parameters.
 #[derive(Clone)]
 pub struct Passwords {
-    argon2: Argon2<'static>,
+    params: Params,
     /// Verifying a secret the store does not have costs the same as a real check.
     dummy_hash: Arc<str>,
     /// Each hash holds `memory_kib` of memory: a flood of logins queues here instead.
     permits: Arc<Semaphore>,
+    memory: Arc<MemoryPool>,
 }
 
 impl Passwords {
     /// Builds the hasher; fails on parameters argon2 refuses.
     pub fn new(config: &Argon2Config) -> Result<Self, argon2::Error> {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let dummy_hash = hash_with(&argon2, "postern-dummy-password").into();
         let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Self { argon2, dummy_hash, permits: Arc::new(Semaphore::new(permits)) })
+        // A well-formed hash of nothing anyone knows: checking against it runs the full argon2id.
+        let mut random = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        OsRng.fill_bytes(&mut random);
+        let dummy_hash = phc(&params, &SaltString::generate(&mut OsRng), &random).into();
+        Ok(Self {
+            params,
+            dummy_hash,
+            permits: Arc::new(Semaphore::new(permits)),
+            memory: Arc::new(MemoryPool { free: Mutex::default(), capacity: permits, last_used: Mutex::new(None) }),
+        })
     }
 
     /// Hashes a secret into a PHC string.
     pub async fn hash(&self, secret: String) -> String {
-        let argon2 = self.argon2.clone();
-        self.blocking(move || hash_with(&argon2, &secret)).await
+        let this = self.clone();
+        self.blocking(move || this.hash_now(&secret)).await
     }
 
     /// Checks a secret against a PHC string; `None` runs a dummy check that takes as long and fails.
     pub async fn verify(&self, secret: String, phc: Option<String>) -> bool {
-        let argon2 = self.argon2.clone();
-        let dummy = self.dummy_hash.clone();
+        let this = self.clone();
         self.blocking(move || {
-            let known = phc.is_some();
-            let phc = phc.as_deref().unwrap_or(&dummy);
-            let ok = PasswordHash::new(phc).is_ok_and(|h| argon2.verify_password(secret.as_bytes(), &h).is_ok());
-            ok && known
+            let ok = this.verify_now(&secret, phc.as_deref().unwrap_or(&this.dummy_hash));
+            ok && phc.is_some()
         })
         .await
     }
 
-    /// Verifies synchronously (benchmarks and the CLI).
+    /// Verifies synchronously (benchmarks and the CLI). Hashes made with other argon2 parameters verify too.
     pub fn verify_now(&self, secret: &str, phc: &str) -> bool {
-        PasswordHash::new(phc).is_ok_and(|h| self.argon2.verify_password(secret.as_bytes(), &h).is_ok())
+        self.check(secret.as_bytes(), phc).unwrap_or(false)
     }
 
     /// Hashes synchronously, for the CLI.
     pub fn hash_now(&self, secret: &str) -> String {
-        hash_with(&self.argon2, secret)
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes).expect("a generated salt decodes");
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        self.memory
+            .with(self.params.block_count(), |blocks| {
+                argon2.hash_password_into_with_memory(secret.as_bytes(), salt_bytes, &mut out, blocks)
+            })
+            .expect("argon2 accepts any secret with valid parameters");
+        phc(&self.params, &salt, &out)
+    }
+
+    /// Gives the reusable working memory back to the operating system if no hash used it for `idle`.
+    pub fn release_idle_memory(&self, idle: Duration) {
+        self.memory.release_if_idle(idle);
+    }
+
+    fn check(&self, secret: &[u8], phc: &str) -> Option<bool> {
+        let hash = PasswordHash::new(phc).ok()?;
+        let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+        let version = hash.version.map(Version::try_from).transpose().ok()?.unwrap_or_default();
+        let params = Params::try_from(&hash).ok()?;
+        let expected = hash.hash?;
+        let mut salt = [0u8; 64];
+        let salt = hash.salt?.decode_b64(&mut salt).ok()?;
+        let mut out = [0u8; Output::MAX_LENGTH];
+        let out = &mut out[..expected.len()];
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        self.memory
+            .with(params.block_count(), |blocks| argon2.hash_password_into_with_memory(secret, salt, out, blocks))
+            .ok()?;
+        Some(out.ct_eq(expected.as_bytes()).into())
     }
 
     async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -64,22 +104,109 @@ impl Passwords {
     }
 }
 
-fn hash_with(argon2: &Argon2<'_>, secret: &str) -> String {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2.hash_password(secret.as_bytes(), &salt).expect("argon2 accepts any input with valid params").to_string()
+/// Working memory for argon2 (19 MiB at the default parameters), reused from hash to hash: a fresh
+/// allocation costs page faults on every login, and glibc keeps freed blocks in per-thread arenas, so
+/// memory would grow with every blocking thread that ever hashed.
+struct MemoryPool {
+    free: Mutex<Vec<Vec<Block>>>,
+    /// At most one block per concurrent hash is kept.
+    capacity: usize,
+    last_used: Mutex<Option<Instant>>,
+}
+
+impl MemoryPool {
+    fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        let reused = {
+            let mut free = self.free.lock().expect("not poisoned");
+            free.iter().position(|m| m.len() == blocks).map(|i| free.swap_remove(i))
+        };
+        let mut memory = reused.unwrap_or_else(|| vec![Block::default(); blocks]);
+        let result = work(&mut memory);
+        let mut free = self.free.lock().expect("not poisoned");
+        if free.len() < self.capacity {
+            free.push(memory);
+        }
+        *self.last_used.lock().expect("not poisoned") = Some(Instant::now());
+        result
+    }
+
+    fn release_if_idle(&self, idle: Duration) {
+        let mut last_used = self.last_used.lock().expect("not poisoned");
+        if last_used.is_some_and(|t| t.elapsed() >= idle) {
+            self.free.lock().expect("not poisoned").clear();
+            *last_used = None;
+            return_freed_memory();
+        }
+    }
+}
+
+/// Asks glibc to hand freed heap pages back to the kernel; it keeps them otherwise.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
+fn phc(params: &Params, salt: &SaltString, hash: &[u8]) -> String {
+    PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).expect("valid parameters fit a PHC string"),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(hash).expect("32 bytes is a valid output length")),
+    }
+    .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    fn small() -> Passwords {
+        Passwords::new(&Argon2Config { memory_kib: 1024, iterations: 1, parallelism: 1 }).unwrap()
+    }
 
     #[tokio::test]
     async fn verifies_only_the_right_secret() {
-        let p = Passwords::new(&Argon2Config { memory_kib: 1024, iterations: 1, parallelism: 1 }).unwrap();
+        let p = small();
         let phc = p.hash("correct horse".into()).await;
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(p.verify("correct horse".into(), Some(phc.clone())).await);
         assert!(!p.verify("wrong".into(), Some(phc)).await);
         assert!(!p.verify("postern-dummy-password".into(), None).await);
+        assert!(!p.verify_now("x", "not a phc string"));
+    }
+
+    #[test]
+    fn interoperates_with_the_argon2_crate_across_parameters() {
+        let p = small();
+        // Hashes made elsewhere, with other parameters and variants, still verify (and use their own memory size).
+        for (alg, m, t, lanes) in [(Algorithm::Argon2id, 2048, 2, 2), (Algorithm::Argon2i, 1024, 3, 1)] {
+            let argon2 = Argon2::new(alg, Version::V0x13, Params::new(m, t, lanes, None).unwrap());
+            let theirs = argon2.hash_password(b"s3cret", &SaltString::generate(&mut OsRng)).unwrap().to_string();
+            assert!(p.verify_now("s3cret", &theirs), "{theirs}");
+            assert!(!p.verify_now("s3creT", &theirs));
+        }
+        let ours = p.hash_now("s3cret");
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default().verify_password(b"s3cret", &parsed).is_ok(), "{ours}");
+    }
+
+    #[test]
+    fn working_memory_is_reused_then_released_when_idle() {
+        let p = small();
+        let phc = p.hash_now("a");
+        for _ in 0..3 {
+            assert!(p.verify_now("a", &phc));
+        }
+        assert_eq!(p.memory.free.lock().unwrap().len(), 1, "one block, reused");
+        p.release_idle_memory(Duration::from_secs(3600));
+        assert_eq!(p.memory.free.lock().unwrap().len(), 1, "still in use recently");
+        p.release_idle_memory(Duration::ZERO);
+        assert!(p.memory.free.lock().unwrap().is_empty());
     }
 }
