@@ -13,7 +13,10 @@ use super::*;
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// Connections for reads, which WAL lets run beside the writer.
+    reader: SqlitePool,
+    /// The one connection that writes: writers queue here instead of sleeping in SQLite's busy handler.
+    writer: SqlitePool,
 }
 
 const USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
@@ -33,9 +36,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { reader, writer })
     }
 
     async fn user_where(
@@ -44,14 +48,14 @@ impl SqliteStore {
         bind: impl FnOnce(QueryAs<'_>) -> QueryAs<'_>,
     ) -> StoreResult<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u {condition}");
-        let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        let rows = bind(sqlx::query(&sql)).fetch_all(&self.reader).await?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn user_id(&self, username: &str) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?
             .ok_or(StoreError::NotFound("user"))
     }
@@ -125,7 +129,7 @@ async fn insert_token(
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, display_name, email, email_verified, password_hash, created_at) \
              VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -166,7 +170,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
             .bind(password_hash)
             .bind(username)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("user"));
@@ -176,7 +180,7 @@ impl Store for SqliteStore {
 
     async fn set_disabled(&self, username: &str, disabled: bool) -> StoreResult<()> {
         let id = self.user_id(username).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled).bind(id).execute(&mut *tx).await?;
         if disabled {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
@@ -187,7 +191,7 @@ impl Store for SqliteStore {
 
     async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()> {
         let id = self.user_id(username).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM user_groups WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
         for group in groups {
             sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
@@ -221,29 +225,29 @@ impl Store for SqliteStore {
         .bind(client.refresh_tokens)
         .bind(client.source.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let row = sqlx::query("SELECT * FROM clients WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM clients WHERE id = ?").bind(id).fetch_optional(&self.reader).await?;
         row.as_ref().map(client_from_row).transpose()
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.reader).await?;
         rows.iter().map(client_from_row).collect()
     }
 
     async fn remove_client(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM clients WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM clients WHERE id = ?").bind(id).execute(&self.writer).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
         let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at, rowid")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         Ok(rows.iter().map(StoredKey::from_row).collect::<Result<_, _>>()?)
     }
@@ -254,7 +258,7 @@ impl Store for SqliteStore {
             .bind(&key.alg)
             .bind(&key.private_key)
             .bind(key.created_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -272,7 +276,7 @@ impl Store for SqliteStore {
         .bind(&r.nonce)
         .bind(&r.code_challenge)
         .bind(r.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -282,7 +286,7 @@ impl Store for SqliteStore {
             sqlx::query("SELECT * FROM authorization_requests WHERE id = ? AND expires_at > ? AND user_id IS NULL")
                 .bind(id)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(row.as_ref().map(AuthorizationRequest::from_row).transpose()?)
     }
@@ -298,7 +302,7 @@ impl Store for SqliteStore {
         .bind(login.expires_at)
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -314,7 +318,7 @@ impl Store for SqliteStore {
         )
         .bind(ticket_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.map(|r| {
             let login = RequestLogin {
@@ -339,7 +343,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(s.expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -352,13 +356,13 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(id_hash)
         .bind(idle)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(row.as_ref().map(Session::from_row).transpose()?)
     }
 
     async fn delete_session(&self, id_hash: &[u8]) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = ?").bind(id_hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?").bind(id_hash).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -377,7 +381,7 @@ impl Store for SqliteStore {
         .bind(&g.code_challenge)
         .bind(g.code_expires_at)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(id)
     }
@@ -385,7 +389,7 @@ impl Store for SqliteStore {
     async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>> {
         let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.code_hash = ?"))
             .bind(code_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         Ok(row.as_ref().map(Grant::from_row).transpose()?)
     }
@@ -397,7 +401,7 @@ impl Store for SqliteStore {
         access: &NewToken,
         refresh: Option<&NewToken>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE grants SET code_used_at = ? WHERE id = ? AND code_used_at IS NULL AND revoked_at IS NULL",
         )
@@ -417,7 +421,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(now)
             .bind(grant_id)
@@ -442,7 +446,7 @@ impl Store for SqliteStore {
         ))
         .bind(hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(|r| {
             Ok(AccessTokenInfo {
@@ -456,7 +460,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_access_token(&self, hash: &[u8]) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM access_tokens WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM access_tokens WHERE hash = ?").bind(hash).execute(&self.writer).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -466,7 +470,7 @@ impl Store for SqliteStore {
              {GRANT_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
         ))
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(|r| {
             Ok(RefreshTokenInfo {
@@ -486,7 +490,7 @@ impl Store for SqliteStore {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let grant_id: Option<i64> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL \
              AND (SELECT revoked_at FROM grants g WHERE g.id = refresh_tokens.grant_id) IS NULL RETURNING grant_id",
@@ -505,7 +509,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for sql in [
             "DELETE FROM authorization_requests WHERE expires_at <= ?1",
             "DELETE FROM sessions WHERE expires_at <= ?1",
