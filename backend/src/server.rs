@@ -46,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         verified_secrets: Arc::default(),
     };
     tokio::spawn(purge_periodically(store.clone()));
+    tokio::spawn(checkpoint_periodically(store.clone()));
     tokio::spawn(release_argon2_memory_periodically(state.passwords.clone()));
     tokio::spawn(reload_keys_periodically(store, keys, state.config.tokens.signing_alg, lifetime));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
@@ -61,6 +62,17 @@ async fn purge_periodically(store: Arc<dyn Store>) {
         tick.tick().await;
         if let Err(e) = store.purge_expired(now()).await {
             tracing::warn!(error = %e, "purging expired records failed");
+        }
+    }
+}
+
+/// Keeps the WAL short without making a request wait for the checkpoint's fsync.
+async fn checkpoint_periodically(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "checkpointing the database failed");
         }
     }
 }

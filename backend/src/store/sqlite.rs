@@ -36,7 +36,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        // The writer never checkpoints itself: a checkpoint fsyncs, and every queued write would wait for it.
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(writer_options).await?;
         sqlx::migrate!("./migrations").run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Self { reader, writer })
@@ -523,6 +525,12 @@ impl Store for SqliteStore {
             sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> StoreResult<()> {
+        // PASSIVE: copies what it can without waiting for the writer, which goes on appending to the WAL.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.reader).await?;
         Ok(())
     }
 }
