@@ -1,8 +1,10 @@
-//! `cargo xtask bench`: a closed-loop load benchmark of a release `postern` on loopback, with the
-//! physical floors (argon2id verifications and JWT signatures per second on one core) measured in
-//! the same run. Every answer is validated; one wrong answer fails the run.
+//! `cargo xtask bench`: a closed-loop load benchmark of a release `postern` on loopback, side by side
+//! with panva's oidc-provider (`bench/peer`) under the same workload, with the physical floors
+//! (argon2id verifications and JWT signatures per second on one core) measured in the same run.
+//! Every answer is validated; one wrong answer fails the run.
 
 use std::fs;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,10 +21,13 @@ use backend::config::Argon2Config;
 use backend::keys::{Algorithm, SigningKey};
 use backend::password::Passwords;
 
+// The same client, users and password on both servers.
 const CLIENT_ID: &str = "bench";
 const CLIENT_SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 const REDIRECT: &str = "https://app.example/cb";
 const PASSWORD: &str = "correct horse battery staple";
+const USERS: usize = 8;
+const SCOPE: &str = "openid profile email";
 
 /// How the run is shaped.
 pub struct Options {
@@ -30,14 +35,60 @@ pub struct Options {
     pub seconds: f64,
     /// Concurrency levels.
     pub concurrency: Vec<usize>,
-    /// Core for the server (`taskset`); the load generator should run on another.
+    /// The scenarios to run (all when empty).
+    pub scenarios: Vec<Scenario>,
+    /// Core for the servers (`taskset`); the load generator should run on another.
     pub server_core: Option<usize>,
+    /// Run the same workload against oidc-provider too.
+    pub peer: bool,
+    /// Measure the login page's time to an interactive form in headless Chromium.
+    pub ui: bool,
     /// Where results.json goes.
     pub out: PathBuf,
 }
 
+/// What the benchmark measures.
+#[derive(Clone, Copy, PartialEq, Debug, clap::ValueEnum)]
+pub enum Scenario {
+    /// `/.well-known/openid-configuration`.
+    Discovery,
+    /// The JWK Set.
+    Jwks,
+    /// `/userinfo` with a live access token.
+    Userinfo,
+    /// Redeeming codes issued beforehand, with PKCE and `client_secret_post`.
+    CodeExchange,
+    /// Refresh-token grants, rotating every time.
+    Refresh,
+    /// Authorize, log in with the password (argon2id), redeem the code, call userinfo.
+    FullLogin,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 6] = [
+        Scenario::Discovery,
+        Scenario::Jwks,
+        Scenario::Userinfo,
+        Scenario::CodeExchange,
+        Scenario::Refresh,
+        Scenario::FullLogin,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Discovery => "discovery",
+            Scenario::Jwks => "jwks",
+            Scenario::Userinfo => "userinfo",
+            Scenario::CodeExchange => "code exchange (/token)",
+            Scenario::Refresh => "refresh (/token)",
+            Scenario::FullLogin => "full login flow",
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ScenarioResult {
+    server: &'static str,
     scenario: &'static str,
     concurrency: usize,
     requests: usize,
@@ -49,69 +100,170 @@ struct ScenarioResult {
 }
 
 #[derive(Serialize)]
+struct Memory {
+    server: &'static str,
+    rss_idle_mib: f64,
+    rss_peak_mib: f64,
+}
+
+#[derive(Serialize)]
+struct UiTiming {
+    runs: usize,
+    /// Navigation start to a usable form (the pending request shown, the username field focused).
+    form_interactive_median_ms: f64,
+    form_interactive_max_ms: f64,
+    wasm_bytes: u64,
+    wasm_brotli_bytes: u64,
+}
+
+#[derive(Serialize)]
 struct Report {
     machine: String,
     seconds_per_run: f64,
     argon2_verify_per_s_one_core: f64,
     signatures_per_s_one_core: f64,
     signing_alg: &'static str,
-    server_rss_idle_mib: f64,
-    server_rss_peak_mib: f64,
+    peer: Option<String>,
+    memory: Vec<Memory>,
+    ui: Option<UiTiming>,
     results: Vec<ScenarioResult>,
 }
 
-/// A release Postern on a temporary database, pinned to a core.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: PathBuf,
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Postern,
+    Peer,
 }
 
-impl Drop for Server {
+/// A server under test, on a temporary store, pinned to a core; killed on drop.
+struct Target {
+    kind: Kind,
+    child: Child,
+    base: String,
+    endpoints: Endpoints,
+    _dir: Option<TempDir>,
+}
+
+/// The endpoints a relying party reads from discovery.
+#[derive(Clone)]
+struct Endpoints {
+    authorization: String,
+    token: String,
+    userinfo: String,
+    jwks: String,
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Postern => "postern",
+            Kind::Peer => "oidc-provider",
+        }
+    }
+
+    /// The server's own pid (taskset execs it, so the child is the server).
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn authorize_url(&self, challenge: &str) -> String {
+        format!(
+            "{}?response_type=code&client_id={CLIENT_ID}&redirect_uri={}&scope={}&state=s\
+             &code_challenge={challenge}&code_challenge_method=S256",
+            self.endpoints.authorization,
+            urlencode(REDIRECT),
+            urlencode(SCOPE)
+        )
+    }
+}
+
+impl Drop for Target {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 fn proc_status(pid: u32, field: &str) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// CPU seconds the process has used (user + system).
+/// User plus system CPU seconds of every thread of the process.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
-fn start_server(root: &Path, core: Option<usize>, users: usize) -> anyhow::Result<Server> {
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn pinned(core: Option<usize>, program: &Path) -> Command {
+    match core {
+        Some(core) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &core.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+async fn discover(kind: Kind, child: Child, base: String, dir: Option<TempDir>) -> anyhow::Result<Target> {
+    let doc: Value = http_client()
+        .get(format!("{base}/.well-known/openid-configuration"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let url = |key: &str| doc[key].as_str().map(str::to_owned).with_context(|| format!("discovery has no {key}"));
+    let endpoints = Endpoints {
+        authorization: url("authorization_endpoint")?,
+        token: url("token_endpoint")?,
+        userinfo: url("userinfo_endpoint")?,
+        jwks: url("jwks_uri")?,
+    };
+    Ok(Target { kind, child, base, endpoints, _dir: dir })
+}
+
+async fn start_postern(root: &Path, core: Option<usize>) -> anyhow::Result<Target> {
     let dir = std::env::temp_dir().join(format!("postern-bench-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = TempDir(dir);
+    let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
-    let config = dir.join("postern.toml");
+    let config = dir.0.join("postern.toml");
     fs::write(
         &config,
         format!(
-            "issuer = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n\n[ui]\nself_test_client = false\n\n\
-             [clients.{CLIENT_ID}]\nsecret = \"{CLIENT_SECRET}\"\nredirect_uris = [\"{REDIRECT}\"]\n",
-            dir.join("postern.db").display()
+            "issuer = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n\n[ui]\ndir = \"{}\"\n\
+             self_test_client = false\n\n[clients.{CLIENT_ID}]\nsecret = \"{CLIENT_SECRET}\"\n\
+             redirect_uris = [\"{REDIRECT}\"]\n",
+            dir.0.join("postern.db").display(),
+            root.join("dist").display()
         ),
     )?;
     let bin = root.join("target/release/postern");
     ensure!(bin.is_file(), "build it first: cargo build --release -p backend");
-    for i in 0..users {
+    for i in 0..USERS {
         let mut add = Command::new(&bin)
             .args(["--config", config.to_str().unwrap(), "user", "add", &format!("user{i}")])
             .stdin(Stdio::piped())
@@ -121,33 +273,61 @@ fn start_server(root: &Path, core: Option<usize>, users: usize) -> anyhow::Resul
         add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes())?;
         ensure!(add.wait()?.success(), "user add failed");
     }
-    let mut command = match core {
-        Some(core) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &core.to_string()]).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
-    };
-    let child = command
+    let child = pinned(core, &bin)
         .args(["--config", config.to_str().unwrap(), "serve"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting postern")?;
-    let server = Server { child, base, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         ensure!(Instant::now() < deadline, "postern did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(server)
+    discover(Kind::Postern, child, base, Some(dir)).await
 }
 
-/// The server's own pid (taskset execs it, so the child is the server).
-fn pid(server: &Server) -> u32 {
-    server.child.id()
+/// oidc-provider from `bench/peer` (installed by `scripts/setup`), configured like Postern.
+async fn start_peer(root: &Path, core: Option<usize>) -> anyhow::Result<Target> {
+    let peer = root.join("bench/peer");
+    ensure!(peer.join("node_modules").is_dir(), "the peer is not installed: run scripts/setup");
+    let port = free_port()?;
+    let node = which("node").context("node is not installed")?;
+    let mut child = pinned(core, &node)
+        .arg("server.mjs")
+        .current_dir(&peer)
+        .env("PORT", port.to_string())
+        .env("USERS", USERS.to_string())
+        .env("CLIENT_ID", CLIENT_ID)
+        .env("CLIENT_SECRET", CLIENT_SECRET)
+        .env("REDIRECT_URI", REDIRECT)
+        .env("PASSWORD", PASSWORD)
+        .env("NODE_ENV", "production")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting oidc-provider")?;
+    // It prints one line once its users are hashed and it listens.
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        bail!("oidc-provider did not start");
+    }
+    discover(Kind::Peer, child, format!("http://127.0.0.1:{port}"), None).await
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
 fn http_client() -> reqwest::Client {
@@ -171,75 +351,138 @@ fn rand_bytes() -> [u8; 32] {
 }
 
 fn location(response: &reqwest::Response) -> anyhow::Result<url::Url> {
-    ensure!(response.status() == 303, "expected a 303, got {}", response.status());
-    Ok(url::Url::parse(response.headers()["location"].to_str()?)?)
+    let status = response.status();
+    ensure!(status == 302 || status == 303, "expected a redirect, got {status}");
+    let base = url::Url::parse(response.url().as_str())?;
+    Ok(base.join(response.headers()["location"].to_str()?)?)
 }
 
 fn param(url: &url::Url, key: &str) -> anyhow::Result<String> {
-    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned()).context("missing query parameter")
-}
-
-fn authorize_url(base: &str, challenge: &str) -> String {
-    format!(
-        "{base}/authorize?response_type=code&client_id={CLIENT_ID}&redirect_uri={}&scope=openid+profile+email\
-         &state=s&code_challenge={challenge}&code_challenge_method=S256",
-        urlencode(REDIRECT)
-    )
+    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned()).with_context(|| format!("no {key} in {url}"))
 }
 
 fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The full browser login: authorize, login API, resume; returns (code, verifier, session cookie).
-async fn full_login(http: &reqwest::Client, base: &str, user: &str) -> anyhow::Result<(String, String, String)> {
+/// The cookies one browser holds for one server.
+#[derive(Clone, Default)]
+struct Cookies(Vec<(String, String)>);
+
+impl Cookies {
+    fn absorb(&mut self, response: &reqwest::Response) {
+        for header in response.headers().get_all("set-cookie") {
+            let Some((name, value)) = header.to_str().ok().and_then(|h| h.split(';').next()?.split_once('=')) else {
+                continue;
+            };
+            self.0.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.0.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// Follows the browser's redirects until one reaches the client; returns the code it carries.
+async fn follow_to_client(
+    http: &reqwest::Client,
+    mut response: reqwest::Response,
+    cookies: &mut Cookies,
+) -> anyhow::Result<String> {
+    for _ in 0..4 {
+        cookies.absorb(&response);
+        let next = location(&response)?;
+        if next.as_str().starts_with(REDIRECT) {
+            ensure!(param(&next, "state")? == "s", "state not echoed");
+            return param(&next, "code");
+        }
+        response = http.get(next).header("cookie", cookies.header()).send().await?;
+    }
+    bail!("too many redirects before reaching the client")
+}
+
+/// The full browser login from a fresh browser; returns (code, verifier, the browser's cookies).
+async fn full_login(http: &reqwest::Client, t: &Target, user: &str) -> anyhow::Result<(String, String, Cookies)> {
     let (verifier, challenge) = pkce();
-    let login_page = location(&http.get(authorize_url(base, &challenge)).send().await?)?;
-    let handle = param(&login_page, "request")?;
-    let done = http
-        .post(format!("{base}/api/login"))
-        .json(&serde_json::json!({"request": handle, "username": user, "password": PASSWORD}))
-        .send()
-        .await?;
-    ensure!(done.status() == 200, "login answered {}", done.status());
-    let next: Value = done.json().await?;
-    let resume = http.get(next["redirect_to"].as_str().context("redirect_to")?).send().await?;
-    let cookie = resume.headers()["set-cookie"].to_str()?.split(';').next().unwrap_or("").to_owned();
-    let back = location(&resume)?;
-    Ok((param(&back, "code")?, verifier, cookie))
+    let mut cookies = Cookies::default();
+    let start = http.get(t.authorize_url(&challenge)).send().await?;
+    cookies.absorb(&start);
+    let login_page = location(&start)?;
+    let after_login = match t.kind {
+        // Postern's login page posts JSON to the login API, then sends the browser on with a top-level GET.
+        Kind::Postern => {
+            let done = http
+                .post(format!("{}/api/login", t.base))
+                .json(&serde_json::json!({"request": param(&login_page, "request")?, "username": user, "password": PASSWORD}))
+                .send()
+                .await?;
+            ensure!(done.status() == 200, "login answered {}", done.status());
+            let next: Value = done.json().await?;
+            http.get(next["redirect_to"].as_str().context("redirect_to")?).send().await?
+        }
+        // oidc-provider's interaction takes a form post on the interaction URL.
+        Kind::Peer => {
+            http.post(format!("{}/login", login_page.as_str().trim_end_matches('/')))
+                .header("cookie", cookies.header())
+                .form(&[("username", user), ("password", PASSWORD)])
+                .send()
+                .await?
+        }
+    };
+    let code = follow_to_client(http, after_login, &mut cookies).await?;
+    Ok((code, verifier, cookies))
 }
 
 /// A code from the SSO session (no password): what the code-exchange scenario redeems.
-async fn sso_code(http: &reqwest::Client, base: &str, cookie: &str) -> anyhow::Result<(String, String)> {
+async fn sso_code(http: &reqwest::Client, t: &Target, cookies: &mut Cookies) -> anyhow::Result<(String, String)> {
     let (verifier, challenge) = pkce();
-    let back = location(&http.get(authorize_url(base, &challenge)).header("cookie", cookie).send().await?)?;
-    Ok((param(&back, "code")?, verifier))
+    let response = http.get(t.authorize_url(&challenge)).header("cookie", cookies.header()).send().await?;
+    let code = follow_to_client(http, response, cookies).await.context("an SSO authorization")?;
+    Ok((code, verifier))
 }
 
-async fn exchange(http: &reqwest::Client, base: &str, code: &str, verifier: &str) -> anyhow::Result<Value> {
-    let body = format!(
-        "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={verifier}&client_id={CLIENT_ID}\
-         &client_secret={CLIENT_SECRET}",
-        urlencode(REDIRECT)
-    );
+fn check_tokens(response: reqwest::StatusCode, tokens: &Value) -> anyhow::Result<()> {
+    ensure!(response == 200, "token answered {response}: {tokens}");
+    ensure!(tokens["token_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")), "not a bearer token");
+    ensure!(tokens["access_token"].as_str().is_some_and(|t| t.len() >= 32), "bad access token");
+    ensure!(tokens["refresh_token"].as_str().is_some_and(|t| t.len() >= 32), "no refresh token");
+    ensure!(tokens["expires_in"].as_u64().is_some_and(|e| e > 0), "no expires_in");
+    Ok(())
+}
+
+async fn token(http: &reqwest::Client, t: &Target, grant: &str) -> anyhow::Result<Value> {
     let response = http
-        .post(format!("{base}/token"))
+        .post(&t.endpoints.token)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
+        .body(format!("{grant}&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}"))
         .send()
         .await?;
-    ensure!(response.status() == 200, "token answered {}", response.status());
+    let status = response.status();
     let tokens: Value = response.json().await?;
-    ensure!(tokens["id_token"].as_str().is_some_and(|t| t.split('.').count() == 3), "no id_token");
-    ensure!(tokens["access_token"].as_str().is_some_and(|t| t.len() == 43), "bad access token");
+    check_tokens(status, &tokens)?;
     Ok(tokens)
 }
 
-async fn userinfo(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
-    let response = http.get(format!("{base}/userinfo")).bearer_auth(token).send().await?;
+async fn exchange(http: &reqwest::Client, t: &Target, code: &str, verifier: &str) -> anyhow::Result<Value> {
+    let grant = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={verifier}",
+        urlencode(code),
+        urlencode(REDIRECT)
+    );
+    let tokens = token(http, t, &grant).await?;
+    ensure!(tokens["id_token"].as_str().is_some_and(|t| t.split('.').count() == 3), "no id_token");
+    Ok(tokens)
+}
+
+async fn userinfo(http: &reqwest::Client, t: &Target, access_token: &str, user: &str) -> anyhow::Result<()> {
+    let response = http.get(&t.endpoints.userinfo).bearer_auth(access_token).send().await?;
     ensure!(response.status() == 200, "userinfo answered {}", response.status());
     let body: Value = response.json().await?;
-    ensure!(body["sub"].as_str().is_some(), "userinfo without sub");
+    ensure!(body["sub"] == user, "userinfo for the wrong user: {body}");
     Ok(())
 }
 
@@ -247,73 +490,41 @@ async fn userinfo(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
 #[derive(Clone, Default)]
 struct Worker {
     user: String,
-    cookie: String,
+    cookies: Cookies,
     access: String,
     refresh: String,
     codes: Vec<(String, String)>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Scenario {
-    Discovery,
-    Jwks,
-    Userinfo,
-    CodeExchange,
-    Refresh,
-    FullLogin,
-}
-
-impl Scenario {
-    fn name(self) -> &'static str {
-        match self {
-            Scenario::Discovery => "discovery",
-            Scenario::Jwks => "jwks",
-            Scenario::Userinfo => "userinfo",
-            Scenario::CodeExchange => "code exchange (/token)",
-            Scenario::Refresh => "refresh (/token)",
-            Scenario::FullLogin => "full login flow",
-        }
-    }
-}
-
-async fn one(scenario: Scenario, http: &reqwest::Client, base: &str, w: &mut Worker) -> anyhow::Result<()> {
+async fn one(scenario: Scenario, http: &reqwest::Client, t: &Target, w: &mut Worker) -> anyhow::Result<()> {
     match scenario {
         Scenario::Discovery => {
-            let r = http.get(format!("{base}/.well-known/openid-configuration")).send().await?;
+            let r = http.get(format!("{}/.well-known/openid-configuration", t.base)).send().await?;
             ensure!(r.status() == 200, "discovery answered {}", r.status());
             let d: Value = r.json().await?;
-            ensure!(d["issuer"] == base, "wrong issuer");
+            ensure!(d["issuer"] == t.base.as_str(), "wrong issuer");
         }
         Scenario::Jwks => {
-            let r = http.get(format!("{base}/jwks.json")).send().await?;
+            let r = http.get(&t.endpoints.jwks).send().await?;
             ensure!(r.status() == 200, "jwks answered {}", r.status());
             let d: Value = r.json().await?;
             ensure!(d["keys"].as_array().is_some_and(|k| !k.is_empty()), "empty JWKS");
         }
-        Scenario::Userinfo => userinfo(http, base, &w.access).await?,
+        Scenario::Userinfo => userinfo(http, t, &w.access, &w.user).await?,
         Scenario::CodeExchange => {
             let (code, verifier) = w.codes.pop().context("ran out of pre-issued codes")?;
-            exchange(http, base, &code, &verifier).await?;
+            exchange(http, t, &code, &verifier).await?;
         }
         Scenario::Refresh => {
-            let body = format!(
-                "grant_type=refresh_token&refresh_token={}&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}",
-                w.refresh
-            );
-            let r = http
-                .post(format!("{base}/token"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await?;
-            ensure!(r.status() == 200, "refresh answered {}", r.status());
-            let t: Value = r.json().await?;
-            w.refresh = t["refresh_token"].as_str().context("no rotated refresh token")?.to_owned();
+            let tokens = token(http, t, &format!("grant_type=refresh_token&refresh_token={}", w.refresh)).await?;
+            let rotated = tokens["refresh_token"].as_str().unwrap_or_default();
+            ensure!(rotated != w.refresh, "the refresh token was not rotated");
+            w.refresh = rotated.to_owned();
         }
         Scenario::FullLogin => {
-            let (code, verifier, _) = full_login(http, base, &w.user).await?;
-            let tokens = exchange(http, base, &code, &verifier).await?;
-            userinfo(http, base, tokens["access_token"].as_str().unwrap_or_default()).await?;
+            let (code, verifier, _) = full_login(http, t, &w.user).await?;
+            let tokens = exchange(http, t, &code, &verifier).await?;
+            userinfo(http, t, tokens["access_token"].as_str().unwrap_or_default(), &w.user).await?;
         }
     }
     Ok(())
@@ -323,16 +534,15 @@ async fn run_scenario(
     scenario: Scenario,
     concurrency: usize,
     seconds: f64,
-    server: &Server,
+    target: &Arc<Target>,
     workers: Vec<Worker>,
 ) -> anyhow::Result<ScenarioResult> {
-    let base = Arc::new(server.base.clone());
-    let cpu_before = cpu_seconds(pid(server));
+    let cpu_before = cpu_seconds(target.pid());
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for mut w in workers.into_iter().take(concurrency) {
-        let base = base.clone();
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let http = http_client();
             let mut latencies = Vec::new();
@@ -341,7 +551,7 @@ async fn run_scenario(
                     break;
                 }
                 let t = Instant::now();
-                one(scenario, &http, &base, &mut w).await?;
+                one(scenario, &http, &target, &mut w).await.context(target.name())?;
                 latencies.push(t.elapsed().as_micros() as u32);
             }
             anyhow::Ok(latencies)
@@ -352,11 +562,12 @@ async fn run_scenario(
         latencies.extend(task.await??);
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid(server)) - cpu_before;
-    ensure!(!latencies.is_empty(), "{}: no request completed", scenario.name());
+    let cpu = cpu_seconds(target.pid()) - cpu_before;
+    ensure!(!latencies.is_empty(), "{} {}: no request completed", target.name(), scenario.name());
     latencies.sort_unstable();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
     Ok(ScenarioResult {
+        server: target.name(),
         scenario: scenario.name(),
         concurrency,
         requests: latencies.len(),
@@ -368,25 +579,39 @@ async fn run_scenario(
     })
 }
 
-/// Prepares per-worker state (sessions, tokens, codes) outside the timed part.
-async fn prepare(scenario: Scenario, server: &Server, n: usize, codes_each: usize) -> anyhow::Result<Vec<Worker>> {
-    let http = http_client();
-    let mut workers = Vec::new();
+/// Prepares per-worker state (sessions, tokens, codes) outside the timed part, workers in parallel.
+async fn prepare(scenario: Scenario, t: &Arc<Target>, n: usize, seconds: f64) -> anyhow::Result<Vec<Worker>> {
+    // Enough codes for the run at a generous rate (codes live 60 s on both servers).
+    let rate = match t.kind {
+        Kind::Postern => 3000.0,
+        Kind::Peer => 1000.0,
+    };
+    let codes_each = ((rate * seconds) as usize / n).clamp(4, 2000);
+    let mut tasks = Vec::new();
     for i in 0..n {
-        let mut w = Worker { user: format!("user{}", i % 8), ..Default::default() };
-        if matches!(scenario, Scenario::Userinfo | Scenario::CodeExchange | Scenario::Refresh) {
-            let (code, verifier, cookie) = full_login(&http, &server.base, &w.user).await?;
-            let tokens = exchange(&http, &server.base, &code, &verifier).await?;
-            w.cookie = cookie;
-            w.access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
-            w.refresh = tokens["refresh_token"].as_str().unwrap_or_default().to_owned();
-        }
-        if scenario == Scenario::CodeExchange {
-            for _ in 0..codes_each {
-                w.codes.push(sso_code(&http, &server.base, &w.cookie).await?);
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = http_client();
+            let mut w = Worker { user: format!("user{}", i % USERS), ..Default::default() };
+            if matches!(scenario, Scenario::Userinfo | Scenario::CodeExchange | Scenario::Refresh) {
+                let (code, verifier, cookies) = full_login(&http, &t, &w.user).await?;
+                let tokens = exchange(&http, &t, &code, &verifier).await?;
+                w.cookies = cookies;
+                w.access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+                w.refresh = tokens["refresh_token"].as_str().unwrap_or_default().to_owned();
             }
-        }
-        workers.push(w);
+            if scenario == Scenario::CodeExchange {
+                for _ in 0..codes_each {
+                    let code = sso_code(&http, &t, &mut w.cookies).await?;
+                    w.codes.push(code);
+                }
+            }
+            anyhow::Ok(w)
+        }));
+    }
+    let mut workers = Vec::new();
+    for task in tasks {
+        workers.push(task.await?.with_context(|| format!("preparing {} for {}", t.name(), scenario.name()))?);
     }
     Ok(workers)
 }
@@ -418,59 +643,101 @@ fn signing_floor(alg: Algorithm, seconds: f64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Time to an interactive login form in headless Chromium (`e2e/ui-timing.mjs`), and the WASM's size.
+fn ui_timing(root: &Path, postern: &Target, runs: usize) -> anyhow::Result<UiTiming> {
+    let wasm = fs::read_dir(root.join("dist"))
+        .context("no built UI: run scripts/build-ui")?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .context("no .wasm in dist")?;
+    let brotli = wasm.with_extension("wasm.br");
+    let (_, challenge) = pkce();
+    let out = Command::new(which("node").context("node is not installed")?)
+        .arg("ui-timing.mjs")
+        .arg(postern.authorize_url(&challenge))
+        .arg(runs.to_string())
+        .current_dir(root.join("e2e"))
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "ui-timing.mjs failed");
+    let timings: Vec<f64> = serde_json::from_slice(&out.stdout).context("ui-timing.mjs output")?;
+    ensure!(timings.len() == runs, "ui-timing.mjs returned {} timings", timings.len());
+    let mut sorted = timings.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(UiTiming {
+        runs,
+        form_interactive_median_ms: sorted[runs / 2],
+        form_interactive_max_ms: sorted[runs - 1],
+        wasm_bytes: fs::metadata(&wasm)?.len(),
+        wasm_brotli_bytes: fs::metadata(&brotli).map(|m| m.len()).unwrap_or(0),
+    })
+}
+
 /// Runs the benchmark and writes `results.json`; prints a table.
 pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
     let alg = Algorithm::RS256;
     let floor_seconds = options.seconds.clamp(0.5, 5.0);
     let argon2 = argon2_floor(floor_seconds);
     let signing = signing_floor(alg, floor_seconds);
-    let server = start_server(root, options.server_core, 8)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_idle = proc_status(pid(&server), "VmRSS:");
+    let mut targets = vec![Arc::new(start_postern(root, options.server_core).await?)];
+    if options.peer {
+        targets.push(Arc::new(start_peer(root, options.server_core).await?));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut memory: Vec<Memory> = targets
+        .iter()
+        .map(|t| Memory { server: t.name(), rss_idle_mib: proc_status(t.pid(), "VmRSS:"), rss_peak_mib: 0.0 })
+        .collect();
+    let peer_version = options.peer.then(|| peer_version(root)).transpose()?;
+    let ui =
+        if options.ui { Some(ui_timing(root, &targets[0], if options.seconds < 5.0 { 3 } else { 20 })?) } else { None };
+    let scenarios = if options.scenarios.is_empty() { Scenario::ALL.to_vec() } else { options.scenarios.clone() };
     let mut results = Vec::new();
-    for scenario in [
-        Scenario::Discovery,
-        Scenario::Jwks,
-        Scenario::Userinfo,
-        Scenario::CodeExchange,
-        Scenario::Refresh,
-        Scenario::FullLogin,
-    ] {
+    for scenario in scenarios {
         for &c in &options.concurrency {
-            // Enough codes for the run at a generous rate, within their 60-second life.
-            let codes_each = if scenario == Scenario::CodeExchange {
-                ((3000.0 * options.seconds) as usize / c).clamp(4, 2000)
-            } else {
-                0
-            };
-            let workers = prepare(scenario, &server, c, codes_each).await?;
-            let result = run_scenario(scenario, c, options.seconds, &server, workers).await?;
-            eprintln!(
-                "{:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  server cpu {:.2}",
-                result.scenario, c, result.throughput, result.p50_ms, result.p99_ms, result.max_ms, result.server_cpu
-            );
-            results.push(result);
+            // Side by side, so both see the same machine.
+            for target in &targets {
+                let workers = prepare(scenario, target, c, options.seconds).await?;
+                let r = run_scenario(scenario, c, options.seconds, target, workers).await?;
+                eprintln!(
+                    "{:<14} {:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  cpu {:.2}",
+                    r.server, r.scenario, c, r.throughput, r.p50_ms, r.p99_ms, r.max_ms, r.server_cpu
+                );
+                results.push(r);
+            }
         }
     }
-    let rss_peak = proc_status(pid(&server), "VmHWM:");
+    for (m, t) in memory.iter_mut().zip(&targets) {
+        m.rss_peak_mib = proc_status(t.pid(), "VmHWM:");
+    }
     let report = Report {
         machine: machine(),
         seconds_per_run: options.seconds,
         argon2_verify_per_s_one_core: argon2,
         signatures_per_s_one_core: signing,
         signing_alg: alg.name(),
-        server_rss_idle_mib: rss_idle,
-        server_rss_peak_mib: rss_peak,
+        peer: peer_version,
+        memory,
+        ui,
         results,
     };
     fs::create_dir_all(options.out.parent().unwrap_or(Path::new(".")))?;
     fs::write(&options.out, serde_json::to_string_pretty(&report)?)?;
     print_table(&report);
     println!("results written to {}", options.out.display());
-    if report.results.iter().any(|r| r.requests == 0) {
-        bail!("a scenario completed no request");
-    }
     Ok(())
+}
+
+fn peer_version(root: &Path) -> anyhow::Result<String> {
+    let manifest = fs::read_to_string(root.join("bench/peer/node_modules/oidc-provider/package.json"))?;
+    let version: Value = serde_json::from_str(&manifest)?;
+    let node = Command::new("node").arg("--version").output()?;
+    Ok(format!(
+        "oidc-provider {} on Node {}",
+        version["version"].as_str().unwrap_or("?"),
+        String::from_utf8_lossy(&node.stdout).trim().trim_start_matches('v')
+    ))
 }
 
 fn machine() -> String {
@@ -488,14 +755,27 @@ fn machine() -> String {
 
 fn print_table(r: &Report) {
     println!("\nPostern benchmark — {}", r.machine);
+    if let Some(peer) = &r.peer {
+        println!("peer: {peer}");
+    }
     println!(
         "floors on one core: argon2id verify {:.1}/s, {} sign {:.0}/s",
         r.argon2_verify_per_s_one_core, r.signing_alg, r.signatures_per_s_one_core
     );
-    println!("server RSS: {:.1} MiB idle, {:.1} MiB peak\n", r.server_rss_idle_mib, r.server_rss_peak_mib);
-    println!("| scenario | c | req/s | p50 ms | p99 ms | max ms | server CPU | vs floor |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for s in &r.results {
+    for m in &r.memory {
+        println!("{} RSS: {:.1} MiB idle, {:.1} MiB peak", m.server, m.rss_idle_mib, m.rss_peak_mib);
+    }
+    if let Some(ui) = &r.ui {
+        println!(
+            "login page: form interactive {:.0} ms median, {:.0} ms max over {} cold loads; WASM {} B, {} B brotli",
+            ui.form_interactive_median_ms, ui.form_interactive_max_ms, ui.runs, ui.wasm_bytes, ui.wasm_brotli_bytes
+        );
+    }
+    println!(
+        "\n| scenario | c | req/s | p50 ms | p99 ms | max ms | CPU | vs floor | peer req/s | peer p99 ms | × peer |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in r.results.iter().filter(|s| s.server == "postern") {
         let floor = match s.scenario {
             "full login flow" => format!("{:.0} % of argon2", 100.0 * s.throughput / r.argon2_verify_per_s_one_core),
             "code exchange (/token)" | "refresh (/token)" => {
@@ -503,9 +783,31 @@ fn print_table(r: &Report) {
             }
             _ => String::new(),
         };
+        let peer = r
+            .results
+            .iter()
+            .find(|p| p.server != "postern" && p.scenario == s.scenario && p.concurrency == s.concurrency);
+        let (peer_rate, peer_p99, ratio) = match peer {
+            Some(p) => (
+                format!("{:.0}", p.throughput),
+                format!("{:.2}", p.p99_ms),
+                format!("{:.1}", s.throughput / p.throughput),
+            ),
+            None => Default::default(),
+        };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            s.scenario, s.concurrency, s.throughput, s.p50_ms, s.p99_ms, s.max_ms, s.server_cpu, floor
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            s.scenario,
+            s.concurrency,
+            s.throughput,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            s.server_cpu,
+            floor,
+            peer_rate,
+            peer_p99,
+            ratio
         );
     }
 }

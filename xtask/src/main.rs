@@ -41,9 +41,18 @@ enum Task {
         /// Concurrency levels, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         concurrency: Vec<usize>,
-        /// Pin the server to this core with taskset.
+        /// Only these scenarios, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',', value_enum)]
+        scenario: Vec<bench::Scenario>,
+        /// Pin the servers to this core with taskset.
         #[arg(long)]
         server_core: Option<usize>,
+        /// Skip oidc-provider (quicker runs while working on Postern).
+        #[arg(long)]
+        without_peer: bool,
+        /// Skip the login page's timing in headless Chromium.
+        #[arg(long)]
+        without_ui: bool,
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
@@ -56,12 +65,17 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::TestCa { out, names } => test_ca(&out, names),
-        Task::Bench { seconds, concurrency, server_core, out, smoke } => {
+        Task::Bench { seconds, concurrency, scenario, server_core, without_peer, without_ui, out, smoke } => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let options = if smoke {
-                bench::Options { seconds: 1.0, concurrency: vec![1, 4], server_core, out }
-            } else {
-                bench::Options { seconds, concurrency, server_core, out }
+            let (seconds, concurrency) = if smoke { (1.0, vec![1, 4]) } else { (seconds, concurrency) };
+            let options = bench::Options {
+                seconds,
+                concurrency,
+                scenarios: scenario,
+                server_core,
+                peer: !without_peer,
+                ui: !without_ui,
+                out,
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench::run(&root, options))
         }
