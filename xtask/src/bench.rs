@@ -653,7 +653,10 @@ fn ui_timing(root: &Path, postern: &Target, runs: usize) -> anyhow::Result<UiTim
         .context("no .wasm in dist")?;
     let brotli = wasm.with_extension("wasm.br");
     let (_, challenge) = pkce();
-    let out = Command::new(which("node").context("node is not installed")?)
+    // The servers are idle meanwhile, so the browser may use every core, as a user's browser would.
+    let out = Command::new("taskset")
+        .args(["-c", &format!("0-{}", machine_cores().max(1) - 1)])
+        .arg(which("node").context("node is not installed")?)
         .arg("ui-timing.mjs")
         .arg(postern.authorize_url(&challenge))
         .arg(runs.to_string())
@@ -747,10 +750,12 @@ fn machine() -> String {
             c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_default();
-    // Count the machine's processors, not this (possibly pinned) process's.
-    let cores =
-        fs::read_to_string("/proc/cpuinfo").map_or(0, |c| c.lines().filter(|l| l.starts_with("processor")).count());
-    format!("{cores} cores, {cpu}")
+    format!("{} cores, {cpu}", machine_cores())
+}
+
+/// The machine's processors, not this (pinned) process's.
+fn machine_cores() -> usize {
+    fs::read_to_string("/proc/cpuinfo").map_or(0, |c| c.lines().filter(|l| l.starts_with("processor")).count())
 }
 
 fn print_table(r: &Report) {
