@@ -210,6 +210,8 @@ pub struct KeySet {
     /// Older keys still published (and accepted, e.g. for `id_token_hint`).
     previous: Vec<SigningKey>,
     jwks: serde_json::Value,
+    /// `jwks` serialised once, as `/jwks.json` serves it.
+    jwks_json: String,
 }
 
 impl KeySet {
@@ -257,7 +259,8 @@ impl KeySet {
         let jwks = json!({
             "keys": std::iter::once(&active).chain(previous.iter()).map(|k| k.jwk.clone()).collect::<Vec<_>>()
         });
-        Self { active, previous, jwks }
+        let jwks_json = jwks.to_string();
+        Self { active, previous, jwks, jwks_json }
     }
 
     /// The key that signs new tokens.
@@ -268,6 +271,11 @@ impl KeySet {
     /// The public JWK Set.
     pub fn jwks(&self) -> &serde_json::Value {
         &self.jwks
+    }
+
+    /// The public JWK Set as JSON text.
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks_json
     }
 
     /// The claims of a JWT one of these keys signed (expiry is not checked), or `None`.

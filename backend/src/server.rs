@@ -37,6 +37,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let ui_available = config.ui.url.is_some() || config.serves_ui_files();
     let state = AppState {
+        discovery: crate::http::discovery::metadata(&config),
         config: Arc::new(config),
         store: store.clone(),
         keys: keys.clone(),

@@ -3,7 +3,7 @@
 mod authorize;
 mod client_auth;
 mod client_ip;
-mod discovery;
+pub mod discovery;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -50,6 +50,8 @@ pub struct AppState {
     pub throttle: Arc<crate::throttle::LoginThrottle>,
     /// Client secrets already verified.
     pub verified_secrets: Arc<client_auth::VerifiedSecrets>,
+    /// The discovery document, serialised once.
+    pub discovery: axum::body::Bytes,
 }
 
 impl AppState {
