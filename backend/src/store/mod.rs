@@ -21,10 +21,7 @@ pub enum StoreError {
     NotFound(&'static str),
     /// The database failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Database(#[from] rusqlite::Error),
 }
 
 /// Result of a storage call.
@@ -116,7 +113,7 @@ pub struct Client {
 }
 
 /// A signing key as stored: the private key in PKCS#8 DER.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredKey {
     /// Key id (RFC 7638 thumbprint).
     pub kid: String,
@@ -129,7 +126,7 @@ pub struct StoredKey {
 }
 
 /// A validated authorization request waiting for the user to sign in.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AuthorizationRequest {
     /// Opaque handle given to the login page.
     pub id: String,
@@ -163,7 +160,7 @@ pub struct RequestLogin {
 }
 
 /// A browser's single-sign-on session.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Session {
     /// The signed-in user.
     pub user_id: i64,
@@ -174,7 +171,7 @@ pub struct Session {
 }
 
 /// One authorization: the code it started with and every token descended from it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Grant {
     /// Row id.
     pub id: i64,
