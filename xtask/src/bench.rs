@@ -97,6 +97,8 @@ struct ScenarioResult {
     p99_ms: f64,
     max_ms: f64,
     server_cpu: f64,
+    /// Resident memory right after the run.
+    server_rss_mib: f64,
 }
 
 #[derive(Serialize)]
@@ -583,6 +585,7 @@ async fn run_scenario(
         p99_ms: pick(0.99),
         max_ms: *latencies.last().unwrap() as f64 / 1000.0,
         server_cpu: cpu / wall,
+        server_rss_mib: proc_status(target.pid(), "VmRSS:"),
     })
 }
 
@@ -711,8 +714,9 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
                 let workers = prepare(scenario, target, c, options.seconds).await?;
                 let r = run_scenario(scenario, c, options.seconds, target, workers).await?;
                 eprintln!(
-                    "{:<14} {:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  cpu {:.2}",
-                    r.server, r.scenario, c, r.throughput, r.p50_ms, r.p99_ms, r.max_ms, r.server_cpu
+                    "{:<14} {:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  cpu {:.2}  \
+                     rss {:.1} MiB",
+                    r.server, r.scenario, c, r.throughput, r.p50_ms, r.p99_ms, r.max_ms, r.server_cpu, r.server_rss_mib
                 );
                 results.push(r);
             }

@@ -5,7 +5,7 @@
 //! lets run beside the one writer; writers queue for the writer connection, one transaction at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +21,9 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// The one connection that writes.
     writer: tokio::sync::Mutex<Connection>,
+    /// Its own connection for checkpoints, kept: opening one per checkpoint would leave the memory of
+    /// each in whichever thread's malloc arena it happened to use.
+    checkpointer: Arc<Mutex<Connection>>,
 }
 
 /// Schema changes, applied in order. Databases made by earlier versions (which used sqlx) recorded them in
@@ -55,7 +58,12 @@ impl SqliteStore {
         // The writer never checkpoints itself: a checkpoint fsyncs, and every queued write would wait for it.
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         migrate(&mut writer)?;
-        Ok(Self { path: path.to_owned(), readers: Mutex::default(), writer: tokio::sync::Mutex::new(writer) })
+        Ok(Self {
+            path: path.to_owned(),
+            readers: Mutex::default(),
+            writer: tokio::sync::Mutex::new(writer),
+            checkpointer: Arc::new(Mutex::new(connect(path)?)),
+        })
     }
 
     fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -616,10 +624,10 @@ impl Store for SqliteStore {
 
     async fn checkpoint(&self) -> StoreResult<()> {
         // PASSIVE copies what it can without waiting for the writer, which goes on appending to the WAL. It
-        // fsyncs, so it runs on a blocking thread with its own connection.
-        let path = self.path.clone();
+        // fsyncs, so it runs on a blocking thread.
+        let checkpointer = self.checkpointer.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = connect(&path)?;
+            let conn = checkpointer.lock().expect("not poisoned");
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
             Ok(())
         })
