@@ -2,7 +2,6 @@
 //! and on reused working memory.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -36,7 +35,7 @@ impl Passwords {
             params,
             dummy_hash,
             permits: Arc::new(Semaphore::new(permits)),
-            memory: Arc::new(MemoryPool { free: Mutex::default(), capacity: permits, last_used: Mutex::new(None) }),
+            memory: Arc::new(MemoryPool { free: Mutex::default(), capacity: permits }),
         })
     }
 
@@ -76,9 +75,9 @@ impl Passwords {
         phc(&self.params, &salt, &out)
     }
 
-    /// Gives the reusable working memory back to the operating system if no hash used it for `idle`.
-    pub fn release_idle_memory(&self, idle: Duration) {
-        self.memory.release_if_idle(idle);
+    /// Frees the working memory kept for reuse (after hashing at start-up, before any login needs it).
+    pub fn release_memory(&self) {
+        self.memory.free.lock().expect("not poisoned").clear();
     }
 
     fn check(&self, secret: &[u8], phc: &str) -> Option<bool> {
@@ -104,14 +103,14 @@ impl Passwords {
     }
 }
 
-/// Working memory for argon2 (19 MiB at the default parameters), reused from hash to hash: a fresh
-/// allocation costs page faults on every login, and glibc keeps freed blocks in per-thread arenas, so
-/// memory would grow with every blocking thread that ever hashed.
+/// Working memory for argon2 (19 MiB at the default parameters), kept and reused from hash to hash:
+/// a fresh allocation costs page faults on every login, and glibc keeps freed blocks in the arena of
+/// whichever blocking thread hashed, so allocating per hash grows memory by a block now and then.
+/// With one block per concurrent hash kept, the peak is bounded and reached once.
 struct MemoryPool {
     free: Mutex<Vec<Vec<Block>>>,
     /// At most one block per concurrent hash is kept.
     capacity: usize,
-    last_used: Mutex<Option<Instant>>,
 }
 
 impl MemoryPool {
@@ -126,26 +125,7 @@ impl MemoryPool {
         if free.len() < self.capacity {
             free.push(memory);
         }
-        *self.last_used.lock().expect("not poisoned") = Some(Instant::now());
         result
-    }
-
-    fn release_if_idle(&self, idle: Duration) {
-        let mut last_used = self.last_used.lock().expect("not poisoned");
-        if last_used.is_some_and(|t| t.elapsed() >= idle) {
-            self.free.lock().expect("not poisoned").clear();
-            *last_used = None;
-            return_freed_memory();
-        }
-    }
-}
-
-/// Asks glibc to hand freed heap pages back to the kernel; it keeps them otherwise.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointer and only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -197,16 +177,14 @@ mod tests {
     }
 
     #[test]
-    fn working_memory_is_reused_then_released_when_idle() {
+    fn working_memory_is_reused_and_can_be_released() {
         let p = small();
         let phc = p.hash_now("a");
         for _ in 0..3 {
             assert!(p.verify_now("a", &phc));
         }
         assert_eq!(p.memory.free.lock().unwrap().len(), 1, "one block, reused");
-        p.release_idle_memory(Duration::from_secs(3600));
-        assert_eq!(p.memory.free.lock().unwrap().len(), 1, "still in use recently");
-        p.release_idle_memory(Duration::ZERO);
+        p.release_memory();
         assert!(p.memory.free.lock().unwrap().is_empty());
     }
 }

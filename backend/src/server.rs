@@ -27,7 +27,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let passwords = Passwords::new(&config.argon2).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     sync_config_clients(store.as_ref(), &config, &passwords, now()).await?;
     // Hashing the configured client secrets should not keep argon2's memory for the life of the process.
-    passwords.release_idle_memory(Duration::ZERO);
+    passwords.release_memory();
     let lifetime = config.tokens.access_token_lifetime as i64;
     let keys = Keys::new(KeySet::load(store.as_ref(), config.tokens.signing_alg, now(), lifetime).await?);
     let listener =
@@ -48,7 +48,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(purge_periodically(store.clone()));
     tokio::spawn(checkpoint_periodically(store.clone()));
-    tokio::spawn(release_argon2_memory_periodically(state.passwords.clone()));
     tokio::spawn(reload_keys_periodically(store, keys, state.config.tokens.signing_alg, lifetime));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -77,18 +76,6 @@ async fn checkpoint_periodically(store: Arc<dyn Store>) {
         }
     }
 }
-
-/// Returns argon2's working memory to the OS once logins have stopped for a while.
-async fn release_argon2_memory_periodically(passwords: Passwords) {
-    let mut tick = tokio::time::interval(ARGON2_MEMORY_IDLE);
-    loop {
-        tick.tick().await;
-        passwords.release_idle_memory(ARGON2_MEMORY_IDLE);
-    }
-}
-
-/// How long argon2's working memory is kept after the last hash.
-const ARGON2_MEMORY_IDLE: Duration = Duration::from_secs(10);
 
 /// Picks up keys rotated with `postern keys rotate` while the server runs, and retires old ones.
 async fn reload_keys_periodically(store: Arc<dyn Store>, keys: Keys, alg: Algorithm, lifetime: i64) {
