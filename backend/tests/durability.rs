@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use oauth2::{RefreshToken, TokenResponse as _};
-use rusqlite::{Connection, OpenFlags};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
 
 /// One sign-in and two rotations; returns the last refresh token handed out.
 async fn family(server: &Server, user: &str) -> String {
@@ -59,8 +60,9 @@ async fn sigkill_during_logins_and_refreshes_loses_nothing_answered() {
 
     server.restart();
     // SQLite is consistent.
-    let db = Connection::open_with_flags(server.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let options = SqliteConnectOptions::new().filename(server.db_path()).read_only(true);
+    let mut db = SqliteConnection::connect_with(&options).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut db).await.unwrap();
     assert_eq!(check, "ok");
     // Users, clients and keys are intact.
     let listed = String::from_utf8(server.cli(&["user", "list"], "").stdout).unwrap();

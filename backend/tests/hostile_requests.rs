@@ -7,24 +7,31 @@ use base64::Engine;
 use common::*;
 use oauth2::TokenResponse as _;
 use reqwest::Method;
-use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, Row, SqliteConnection};
 
 /// Every row of every table, as text: what "nothing changed in the store" is checked against.
 async fn snapshot(server: &Server) -> String {
-    let db = Connection::open_with_flags(server.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let strings = |sql: &str| -> Vec<String> {
-        db.prepare(sql).unwrap().query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
-    };
-    let tables =
-        strings("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name");
+    let options = SqliteConnectOptions::new().filename(server.db_path()).read_only(true);
+    let mut db = SqliteConnection::connect_with(&options).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
     let mut out = String::new();
     for table in tables {
-        let columns: Vec<String> = strings(&format!("SELECT name FROM pragma_table_info('{table}')"))
-            .into_iter()
-            .map(|c| format!("quote({c})"))
+        let columns: Vec<String> = sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| format!("quote({})", r.get::<String, _>(0)))
             .collect();
-        let rows = strings(&format!("SELECT {} FROM {table} ORDER BY 1", columns.join(" || '|' || "))).join("\n");
+        let sql = format!("SELECT {} FROM {table} ORDER BY 1", columns.join(" || '|' || "));
+        let rows = sqlx::query_scalar::<_, String>(&sql).fetch_all(&mut db).await.unwrap().join("\n");
         out += &format!("== {table}\n{rows}\n");
     }
     out

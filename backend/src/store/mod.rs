@@ -21,7 +21,10 @@ pub enum StoreError {
     NotFound(&'static str),
     /// The database failed.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// Result of a storage call.
@@ -113,7 +116,7 @@ pub struct Client {
 }
 
 /// A signing key as stored: the private key in PKCS#8 DER.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredKey {
     /// Key id (RFC 7638 thumbprint).
     pub kid: String,
@@ -126,7 +129,7 @@ pub struct StoredKey {
 }
 
 /// A validated authorization request waiting for the user to sign in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuthorizationRequest {
     /// Opaque handle given to the login page.
     pub id: String,
@@ -160,7 +163,7 @@ pub struct RequestLogin {
 }
 
 /// A browser's single-sign-on session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Session {
     /// The signed-in user.
     pub user_id: i64,
@@ -171,7 +174,7 @@ pub struct Session {
 }
 
 /// One authorization: the code it started with and every token descended from it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Grant {
     /// Row id.
     pub id: i64,
