@@ -395,21 +395,22 @@ pub fn jupyterhub_snippet(
     out += &format!("c.GenericOAuthenticator.token_url = {:?}\n", config.endpoint("/token"));
     out += &format!("c.GenericOAuthenticator.userdata_url = {:?}\n", config.endpoint("/userinfo"));
     out += &format!("c.GenericOAuthenticator.scope = [{}]\n", scopes.join(", "));
-    out += "c.GenericOAuthenticator.username_claim = \"preferred_username\"\n";
-    if allowed_groups.is_empty() && admin_groups.is_empty() {
+    // preferred_username is released with the profile scope only; sub (the same value) always is.
+    let username_claim = if client.scopes.iter().any(|s| s == "profile") { "preferred_username" } else { "sub" };
+    out += &format!("c.GenericOAuthenticator.username_claim = {username_claim:?}\n");
+    if client.groups_claim || client.scopes.iter().any(|s| s == "groups") {
+        out += "# The Hub's groups follow the user's Postern groups at every login.\n";
+        out += "c.GenericOAuthenticator.manage_groups = True\n";
+        out += "c.GenericOAuthenticator.auth_state_groups_key = \"oauth_user.groups\"\n";
+    }
+    if allowed_groups.is_empty() {
         out += "# Every active Postern user may use this Hub; restrict with allowed_users or allowed_groups.\n";
         out += "c.GenericOAuthenticator.allow_all = True\n";
     } else {
-        out += "c.GenericOAuthenticator.manage_groups = True\n";
-        out += "c.GenericOAuthenticator.auth_state_groups_key = \"oauth_user.groups\"\n";
-        if allowed_groups.is_empty() {
-            out += "c.GenericOAuthenticator.allow_all = True\n";
-        } else {
-            out += &format!("c.GenericOAuthenticator.allowed_groups = {}\n", python_set(allowed_groups));
-        }
-        if !admin_groups.is_empty() {
-            out += &format!("c.GenericOAuthenticator.admin_groups = {}\n", python_set(admin_groups));
-        }
+        out += &format!("c.GenericOAuthenticator.allowed_groups = {}\n", python_set(allowed_groups));
+    }
+    if !admin_groups.is_empty() {
+        out += &format!("c.GenericOAuthenticator.admin_groups = {}\n", python_set(admin_groups));
     }
     out += "# Refresh the user's Postern data before each spawn (needs JUPYTERHUB_CRYPT_KEY):\n";
     out += "# c.GenericOAuthenticator.enable_auth_state = True\n";

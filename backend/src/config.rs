@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use serde::Deserialize;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::keys::Algorithm;
@@ -24,9 +25,10 @@ pub struct Config {
     /// Address the HTTP server binds to.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
-    /// Reverse proxies whose `X-Forwarded-For` is believed (exact addresses), for throttling and logs.
-    #[serde(default)]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed, for throttling and
+    /// logs: addresses or CIDR ranges (`"127.0.0.1"`, `"172.28.0.0/16"`).
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
     /// Path of the SQLite database file.
     #[serde(default = "defaults::database")]
     pub database: PathBuf,
@@ -175,6 +177,18 @@ pub struct ClientConfig {
     pub refresh_tokens: bool,
 }
 
+/// Addresses or CIDR ranges; a bare address is a range of one.
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR range")))
+        })
+        .collect()
+}
+
 mod defaults {
     use std::net::SocketAddr;
     use std::path::PathBuf;
@@ -301,10 +315,19 @@ impl Config {
 
     /// The session cookie's name: `__Host-` prefixed on https, so the browser pins it to this host.
     pub fn session_cookie(&self) -> String {
+        self.cookie_name(&self.session.cookie_name)
+    }
+
+    /// The cookie that ties a pending sign-in to the browser that started it.
+    pub fn browser_cookie(&self) -> String {
+        self.cookie_name(&format!("{}_browser", self.session.cookie_name))
+    }
+
+    fn cookie_name(&self, base: &str) -> String {
         if self.secure_cookies() {
-            format!("__Host-{}", self.session.cookie_name)
+            format!("__Host-{base}")
         } else {
-            self.session.cookie_name.clone()
+            base.to_owned()
         }
     }
 

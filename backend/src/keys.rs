@@ -371,4 +371,22 @@ mod tests {
             active = rotated.kid().to_owned();
         }
     }
+
+    #[tokio::test]
+    async fn a_replaced_key_is_published_until_its_last_token_expires_then_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
+        let (t0, lifetime) = (1_700_000_000, 900);
+        let old = KeySet::load(&store, Algorithm::RS256, t0, lifetime).await.unwrap().active().kid().to_owned();
+        let new = KeySet::rotate(&store, Algorithm::RS256, t0 + 10).await.unwrap().kid().to_owned();
+        let kids = |set: KeySet| -> Vec<String> {
+            set.jwks()["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+        };
+        // A token signed by the old key just before the rotation lives `lifetime`, plus the clock skew allowed.
+        let last_moment = t0 + 10 + lifetime + CLOCK_SKEW;
+        let set = KeySet::load(&store, Algorithm::RS256, last_moment, lifetime).await.unwrap();
+        assert_eq!(kids(set), [new.clone(), old]);
+        let set = KeySet::load(&store, Algorithm::RS256, last_moment + 1, lifetime).await.unwrap();
+        assert_eq!(kids(set), [new]);
+    }
 }

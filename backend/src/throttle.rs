@@ -1,95 +1,183 @@
-//! Login throttling: after a few free failures, each further failure for the same username or from
-//! the same client address doubles the wait before the next attempt, up to a cap. Waits are
-//! answered with 429 and `Retry-After`, never with a lockout: the cap bounds how long an attacker
-//! who keeps failing on purpose can hold a user back, and a quiet spell forgets the failures.
+//! Login throttling. Every attempt is counted before its password is checked (so a burst sent in
+//! parallel is counted as it arrives, not after argon2 has answered it) and forgiven when it succeeds.
+//! After a few free attempts each further one doubles the wait before the next, up to a cap; waits are
+//! answered with 429 and `Retry-After`, never with a lockout. Three tables:
+//!
+//! - username and address together: one attacker guessing one account;
+//! - address alone, with more free attempts (a campus NAT shares one): one attacker spraying accounts;
+//! - username alone, with a short cap: many addresses guessing one account. It does not hold back an
+//!   address the user has recently signed in from, so an attacker cannot keep the user out.
+//!
+//! Addresses are grouped as an attacker gets them: IPv4 per address, IPv6 per /64.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures allowed before any wait.
-const FREE_FAILURES: u32 = 3;
-/// Failures are forgotten after this long without one.
+/// Records are forgotten after this long without an attempt.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Entries kept at most per table; the oldest half goes when full.
+/// An address the user signed in from stays trusted for the username this long.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Entries kept at most per table; the stale ones go when full, then the oldest half.
 const MAX_ENTRIES: usize = 100_000;
+
+/// How one table counts.
+#[derive(Clone, Copy)]
+struct Policy {
+    free: u32,
+    cap: Duration,
+}
 
 #[derive(Clone, Copy)]
 struct Record {
-    failures: u32,
-    last_failure: Instant,
+    attempts: u32,
+    last: Instant,
     blocked_until: Instant,
 }
 
-struct Table {
-    cap: Duration,
-    records: HashMap<String, Record>,
+struct Table<K> {
+    policy: Policy,
+    records: HashMap<K, Record>,
 }
 
-impl Table {
-    fn wait(&self, key: &str, now: Instant) -> Option<Duration> {
+impl<K: Hash + Eq + Clone> Table<K> {
+    fn new(policy: Policy) -> Self {
+        Self { policy, records: HashMap::new() }
+    }
+
+    fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
         let r = self.records.get(key)?;
         (r.blocked_until > now).then(|| r.blocked_until - now)
     }
 
-    fn fail(&mut self, key: &str, now: Instant) {
-        if self.records.len() >= MAX_ENTRIES {
-            self.records.retain(|_, r| now.duration_since(r.last_failure) < FORGET_AFTER / 2);
+    fn count(&mut self, key: &K, now: Instant) {
+        make_room(&mut self.records, now, |r| r.last, FORGET_AFTER);
+        let r = self.records.entry(key.clone()).or_insert(Record { attempts: 0, last: now, blocked_until: now });
+        if now.duration_since(r.last) > FORGET_AFTER {
+            r.attempts = 0;
         }
-        let r =
-            self.records.entry(key.to_owned()).or_insert(Record { failures: 0, last_failure: now, blocked_until: now });
-        if now.duration_since(r.last_failure) > FORGET_AFTER {
-            r.failures = 0;
+        r.attempts += 1;
+        r.last = now;
+        if r.attempts > self.policy.free {
+            let exponent = (r.attempts - self.policy.free - 1).min(16);
+            r.blocked_until = now + Duration::from_secs(1u64 << exponent).min(self.policy.cap);
         }
-        r.failures += 1;
-        r.last_failure = now;
-        if r.failures > FREE_FAILURES {
-            let exponent = (r.failures - FREE_FAILURES - 1).min(16);
-            r.blocked_until = now + Duration::from_secs(1u64 << exponent).min(self.cap);
+    }
+
+    /// Takes back one counted attempt, and any wait it caused.
+    fn forgive(&mut self, key: &K, now: Instant) {
+        if let Some(r) = self.records.get_mut(key) {
+            r.attempts = r.attempts.saturating_sub(1);
+            if r.attempts <= self.policy.free {
+                r.blocked_until = now;
+            }
         }
     }
 }
 
-/// Per-username and per-address failure tables.
+/// Keeps a map under [`MAX_ENTRIES`]: drops entries idle for `stale`, then the older half.
+fn make_room<K: Hash + Eq, V>(map: &mut HashMap<K, V>, now: Instant, last: impl Fn(&V) -> Instant, stale: Duration) {
+    if map.len() < MAX_ENTRIES {
+        return;
+    }
+    map.retain(|_, v| now.duration_since(last(v)) < stale);
+    if map.len() >= MAX_ENTRIES / 2 {
+        let mut ages: Vec<Instant> = map.values().map(&last).collect();
+        let (_, median, _) = ages.select_nth_unstable(map.len() / 2);
+        let median = *median;
+        map.retain(|_, v| last(v) > median);
+    }
+}
+
+/// The part of an address one attacker controls: IPv4 addresses one by one, IPv6 by /64.
+fn address_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Who an attempt tries to be: a user at the login API, or a client authenticating with its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A username as typed (lowercased).
+    User(String),
+    /// A client id.
+    Client(String),
+}
+
+struct Tables {
+    pairs: Table<(Subject, IpAddr)>,
+    addresses: Table<IpAddr>,
+    users: Table<Subject>,
+    /// (subject, address) → last successful sign-in from there.
+    known: HashMap<(Subject, IpAddr), Instant>,
+}
+
+/// Counts sign-in attempts by username and client address, and says how long the next must wait.
 pub struct LoginThrottle {
-    users: Mutex<Table>,
-    addresses: Mutex<Table>,
+    tables: Mutex<Tables>,
 }
 
 impl Default for LoginThrottle {
     fn default() -> Self {
-        Self::new(Duration::from_secs(60), Duration::from_secs(15 * 60))
+        Self::new(Duration::from_secs(15 * 60), Duration::from_secs(60))
     }
 }
 
 impl LoginThrottle {
-    /// `user_cap` bounds a username's wait (short: others can cause it); `address_cap` an address's.
-    pub fn new(user_cap: Duration, address_cap: Duration) -> Self {
+    /// `cap` bounds the wait of an address (alone or with a username); `user_cap` the wait that a
+    /// username alone imposes on unfamiliar addresses (short: anyone can cause it).
+    pub fn new(cap: Duration, user_cap: Duration) -> Self {
         Self {
-            users: Mutex::new(Table { cap: user_cap, records: HashMap::new() }),
-            addresses: Mutex::new(Table { cap: address_cap, records: HashMap::new() }),
+            tables: Mutex::new(Tables {
+                pairs: Table::new(Policy { free: 3, cap }),
+                addresses: Table::new(Policy { free: 20, cap }),
+                users: Table::new(Policy { free: 10, cap: user_cap }),
+                known: HashMap::new(),
+            }),
         }
     }
 
-    /// How long this attempt must wait, if at all.
-    pub fn wait(&self, username: &str, address: IpAddr) -> Option<Duration> {
+    /// Counts an attempt to sign in as `subject` from `address`, or says how long it must wait first.
+    /// A counted attempt stays counted unless [`LoginThrottle::succeeded`] forgives it.
+    pub fn attempt(&self, subject: &Subject, address: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let user = self.users.lock().expect("not poisoned").wait(username, now);
-        let address = self.addresses.lock().expect("not poisoned").wait(&address.to_string(), now);
-        user.max(address)
+        let address = address_key(address);
+        let pair = (subject.clone(), address);
+        let mut t = self.tables.lock().expect("not poisoned");
+        let known = t.known.get(&pair).is_some_and(|at| now.duration_since(*at) < KNOWN_FOR);
+        let user_wait = if known { None } else { t.users.wait(&pair.0, now) };
+        let wait = [t.pairs.wait(&pair, now), t.addresses.wait(&address, now), user_wait].into_iter().flatten().max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
+        t.pairs.count(&pair, now);
+        t.addresses.count(&address, now);
+        t.users.count(&pair.0, now);
+        Ok(())
     }
 
-    /// Records a failed attempt.
-    pub fn failed(&self, username: &str, address: IpAddr) {
+    /// A counted attempt succeeded: the username's failures are cleared, the address's attempt is
+    /// taken back, and the address becomes one the user is known to sign in from.
+    pub fn succeeded(&self, subject: &Subject, address: IpAddr) {
         let now = Instant::now();
-        self.users.lock().expect("not poisoned").fail(username, now);
-        self.addresses.lock().expect("not poisoned").fail(&address.to_string(), now);
-    }
-
-    /// A successful login clears the username's failures (the address keeps its record).
-    pub fn succeeded(&self, username: &str) {
-        self.users.lock().expect("not poisoned").records.remove(username);
+        let address = address_key(address);
+        let pair = (subject.clone(), address);
+        let mut t = self.tables.lock().expect("not poisoned");
+        t.pairs.records.remove(&pair);
+        t.users.records.remove(subject);
+        t.addresses.forgive(&address, now);
+        make_room(&mut t.known, now, |at| *at, KNOWN_FOR);
+        t.known.insert(pair, now);
     }
 }
 
@@ -97,23 +185,78 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn user(name: &str) -> Subject {
+        Subject::User(name.to_owned())
+    }
+
+    fn fail(t: &LoginThrottle, name: &str, address: &str, times: u32) {
+        for i in 0..times {
+            assert!(t.attempt(&user(name), ip(address)).is_ok(), "attempt {i} of {times} for {name} from {address}");
+        }
+    }
+
     #[test]
-    fn backoff_doubles_after_free_failures_and_is_capped() {
-        let t = LoginThrottle::new(Duration::from_secs(4), Duration::from_secs(8));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..FREE_FAILURES {
-            t.failed("u", ip);
-            assert_eq!(t.wait("u", ip), None);
+    fn one_address_guessing_one_user_backs_off_exponentially_up_to_the_cap() {
+        let t = LoginThrottle::new(Duration::from_secs(8), Duration::from_secs(4));
+        fail(&t, "u", "192.0.2.1", 4);
+        let first = t.attempt(&user("u"), ip("192.0.2.1")).unwrap_err();
+        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(900), "{first:?}");
+        assert!(t.attempt(&user("other"), ip("192.0.2.2")).is_ok(), "others are unaffected");
+        assert!(t.attempt(&Subject::Client("u".into()), ip("192.0.2.3")).is_ok(), "a client is not a user");
+    }
+
+    #[test]
+    fn a_parallel_burst_is_counted_before_any_password_is_checked() {
+        // Nothing has been answered yet, so nothing has failed; the fifth attempt still waits.
+        let t = LoginThrottle::default();
+        fail(&t, "u", "192.0.2.1", 4);
+        assert!(t.attempt(&user("u"), ip("192.0.2.1")).is_err());
+    }
+
+    #[test]
+    fn success_forgives_so_a_shared_address_is_not_held_back_by_its_users_signing_in() {
+        let t = LoginThrottle::default();
+        for n in 0..100 {
+            let name = format!("student{n}");
+            assert!(t.attempt(&Subject::User(name.clone()), ip("198.51.100.7")).is_ok(), "sign-in {n}");
+            t.succeeded(&Subject::User(name.clone()), ip("198.51.100.7"));
         }
-        t.failed("u", ip);
-        let first = t.wait("u", ip).unwrap();
-        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(900));
-        for _ in 0..10 {
-            t.failed("u", ip);
+    }
+
+    #[test]
+    fn spraying_many_users_from_one_address_is_held_back() {
+        let t = LoginThrottle::default();
+        for n in 0..21 {
+            assert!(t.attempt(&user(&format!("user{n}")), ip("203.0.113.9")).is_ok(), "attempt {n}");
         }
-        assert!(t.wait("u", ip).unwrap() <= Duration::from_secs(8), "capped");
-        assert!(t.wait("other", "192.0.2.2".parse().unwrap()).is_none(), "others unaffected");
-        t.succeeded("u");
-        assert!(t.wait("u", "192.0.2.3".parse().unwrap()).is_none(), "success clears the username");
+        assert!(t.attempt(&user("user99"), ip("203.0.113.9")).is_err());
+    }
+
+    #[test]
+    fn many_addresses_guessing_one_user_do_not_lock_the_user_out_where_they_signed_in_before() {
+        let t = LoginThrottle::default();
+        t.attempt(&user("ada"), ip("192.0.2.10")).unwrap();
+        t.succeeded(&user("ada"), ip("192.0.2.10"));
+        for n in 0..11 {
+            t.attempt(&user("ada"), ip(&format!("203.0.113.{n}"))).unwrap();
+        }
+        assert!(t.attempt(&user("ada"), ip("203.0.113.200")).is_err(), "unfamiliar addresses wait");
+        assert!(t.attempt(&user("ada"), ip("192.0.2.10")).is_ok(), "the user's own address does not");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let t = LoginThrottle::default();
+        fail(&t, "u", "2001:db8:1:2::1", 2);
+        fail(&t, "u", "2001:db8:1:2::ffff", 2);
+        assert!(t.attempt(&user("u"), ip("2001:db8:1:2:abcd::9")).is_err(), "one /64 is one attacker");
+        assert!(t.attempt(&user("u"), ip("2001:db8:1:3::1")).is_ok());
+        fail(&t, "v", "::ffff:192.0.2.50", 2);
+        fail(&t, "v", "192.0.2.50", 2);
+        assert!(t.attempt(&user("v"), ip("192.0.2.50")).is_err());
     }
 }

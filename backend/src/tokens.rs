@@ -13,6 +13,11 @@ pub fn random_token() -> String {
     B64.encode(bytes)
 }
 
+/// Whether a value has the shape of [`random_token`]'s output.
+pub fn is_token(value: &str) -> bool {
+    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
 /// The form in which a credential is stored and looked up.
 pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()

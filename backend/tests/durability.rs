@@ -8,20 +8,25 @@ use std::time::Duration;
 
 use common::*;
 use oauth2::{RefreshToken, TokenResponse as _};
+use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 
-/// One sign-in and two rotations; returns the last refresh token handed out.
-async fn family(server: &Server, user: &str) -> String {
-    let client = hub_client(server);
-    let auth = authorization(&client, &[]);
-    let back = login(&browser(), server, &auth.url, user, PASSWORD).await;
-    let mut tokens = exchange(&client, &back, auth.verifier).await;
-    for _ in 0..2 {
-        let refresh = RefreshToken::new(tokens.refresh_token().unwrap().secret().clone());
-        tokens = client.exchange_refresh_token(&refresh).request_async(&http()).await.unwrap();
+/// Sign-ins followed by two rotations each, for ever; every refresh token handed out is appended to
+/// `handed_out` the moment its response arrives.
+async fn stream(server: Arc<Server>, user: &str, handed_out: Arc<Mutex<Vec<String>>>) {
+    let client = hub_client(&server);
+    loop {
+        let auth = authorization(&client, &[]);
+        let back = login(&browser(), &server, &auth.url, user, PASSWORD).await;
+        let mut tokens = exchange(&client, &back, auth.verifier).await;
+        handed_out.lock().unwrap().push(tokens.refresh_token().unwrap().secret().clone());
+        for _ in 0..2 {
+            let refresh = RefreshToken::new(tokens.refresh_token().unwrap().secret().clone());
+            tokens = client.exchange_refresh_token(&refresh).request_async(&http()).await.unwrap();
+            handed_out.lock().unwrap().push(tokens.refresh_token().unwrap().secret().clone());
+        }
     }
-    tokens.refresh_token().unwrap().secret().clone()
 }
 
 #[tokio::test]
@@ -35,17 +40,11 @@ async fn sigkill_during_logins_and_refreshes_loses_nothing_answered() {
     assert!(out.status.success());
     let jwks_before = http().get(server.url("/jwks.json")).send().await.unwrap().text().await.unwrap();
 
-    // Four streams of families; every family that finished is recorded.
-    let finished = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Four streams; each records every refresh token it was handed, in order.
+    let handed_out: Vec<Arc<Mutex<Vec<String>>>> = users.iter().map(|_| Arc::default()).collect();
     let mut streams = Vec::new();
-    for user in users {
-        let (finished, server) = (finished.clone(), server.clone());
-        streams.push(tokio::spawn(async move {
-            loop {
-                let token = family(&server, user).await;
-                finished.lock().unwrap().push(token);
-            }
-        }));
+    for (user, tokens) in users.into_iter().zip(&handed_out) {
+        streams.push(tokio::spawn(stream(server.clone(), user, tokens.clone())));
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let killed = std::process::Command::new("kill").args(["-KILL", &server.pid().to_string()]).status().unwrap();
@@ -55,16 +54,38 @@ async fn sigkill_during_logins_and_refreshes_loses_nothing_answered() {
         let _ = stream.await;
     }
     let mut server = Arc::try_unwrap(server).ok().expect("the streams are gone");
-    let answered = finished.lock().unwrap().clone();
-    assert!(answered.len() >= 4, "only {} families finished before the kill", answered.len());
+    let handed_out: Vec<Vec<String>> = handed_out.iter().map(|t| t.lock().unwrap().clone()).collect();
+    let total: usize = handed_out.iter().map(Vec::len).sum();
+    assert!(handed_out.iter().all(|t| !t.is_empty()), "every stream got tokens before the kill");
 
     server.restart();
-    // SQLite is consistent.
+    // SQLite is consistent, and every refresh token handed out is stored; the newest of each stream is
+    // unused, or used by a rotation that committed but whose answer the kill cut off.
     let options = SqliteConnectOptions::new().filename(server.db_path()).read_only(true);
     let mut db = SqliteConnection::connect_with(&options).await.unwrap();
     let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut db).await.unwrap();
     assert_eq!(check, "ok");
-    // Users, clients and keys are intact.
+    let mut newest_used = Vec::new();
+    for tokens in &handed_out {
+        for token in tokens {
+            let used: Option<Option<i64>> = sqlx::query_scalar("SELECT used_at FROM refresh_tokens WHERE hash = ?")
+                .bind(Sha256::digest(token.as_bytes()).to_vec())
+                .fetch_optional(&mut db)
+                .await
+                .unwrap();
+            assert!(used.is_some(), "a refresh token handed out before the kill is not stored");
+        }
+        let newest = tokens.last().unwrap();
+        let used: Option<i64> = sqlx::query_scalar("SELECT used_at FROM refresh_tokens WHERE hash = ?")
+            .bind(Sha256::digest(newest.as_bytes()).to_vec())
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        newest_used.push(used.is_some());
+    }
+    db.close().await.unwrap();
+
+    // Users, clients and keys are intact: every user signs in again, the JWKS is the same.
     let listed = String::from_utf8(server.cli(&["user", "list"], "").stdout).unwrap();
     for user in users {
         assert!(listed.contains(user), "{user} missing:\n{listed}");
@@ -73,11 +94,17 @@ async fn sigkill_during_logins_and_refreshes_loses_nothing_answered() {
     assert!(clients.contains("extra") && clients.contains("jupyterhub"));
     let jwks_after = http().get(server.url("/jwks.json")).send().await.unwrap().text().await.unwrap();
     assert_eq!(jwks_before, jwks_after);
-    // Every refresh token that was handed out still works.
     let client = hub_client(&server);
-    for token in &answered {
-        let refreshed = client.exchange_refresh_token(&RefreshToken::new(token.clone())).request_async(&http()).await;
-        assert!(refreshed.is_ok(), "a refresh token handed out before the kill was lost: {refreshed:?}");
+    for user in users {
+        let auth = authorization(&client, &[]);
+        let back = login(&browser(), &server, &auth.url, user, PASSWORD).await;
+        exchange(&client, &back, auth.verifier).await;
     }
-    println!("{} families answered before SIGKILL; all intact after restart", answered.len());
+    // The newest refresh token of each stream still works, unless its rotation had committed.
+    for (tokens, used) in handed_out.iter().zip(newest_used) {
+        let newest = RefreshToken::new(tokens.last().unwrap().clone());
+        let refreshed = client.exchange_refresh_token(&newest).request_async(&http()).await;
+        assert_eq!(refreshed.is_ok(), !used, "newest refresh token after the kill: {refreshed:?}");
+    }
+    println!("{total} refresh tokens handed out before SIGKILL; all stored and intact after restart");
 }

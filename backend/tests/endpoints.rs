@@ -16,17 +16,6 @@ async fn signed_in(server: &Server, user: &str) -> (reqwest::Client, TokenRespon
     (browser, exchange(&client, &back, auth.verifier).await)
 }
 
-async fn post_form(server: &Server, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-    http()
-        .post(server.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 const HUB: [(&str, &str); 2] = [("client_id", "jupyterhub"), ("client_secret", HUB_SECRET)];
 
 async fn introspect(server: &Server, token: &str) -> Value {

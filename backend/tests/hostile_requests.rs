@@ -8,6 +8,7 @@ use common::*;
 use oauth2::TokenResponse as _;
 use reqwest::Method;
 use serde_json::Value;
+use shared::StopReason;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 
@@ -44,8 +45,8 @@ enum Expect {
     Json(u16, &'static str),
     /// A 303 to the client's redirect URI carrying this `error`.
     Redirect(&'static str),
-    /// Stopped at Postern (never redirected to a client): a 400 page.
-    Stopped,
+    /// Stopped at Postern (never redirected to a client): a 400 page saying why.
+    Stopped(StopReason),
     /// 401 at a protected resource, with this `error` in `WWW-Authenticate` (or none).
     Bearer(u16, Option<&'static str>),
     /// Only this status.
@@ -119,9 +120,11 @@ async fn run(server: &Server, case: &Case, n: usize) {
             assert_eq!(query(&to, "error").as_deref(), Some(error), "{name}");
             assert_eq!(query(&to, "iss").as_deref(), Some(server.issuer.as_str()), "{name}");
         }
-        Expect::Stopped => {
+        Expect::Stopped(reason) => {
             assert_eq!(status, 400, "{name}");
             assert!(response.headers().get("location").is_none(), "{name}: must not redirect");
+            let page = response.text().await.unwrap();
+            assert!(page.contains(reason.message()), "{name}: expected {reason:?}, got {page}");
         }
         Expect::Bearer(want, error) => {
             assert_eq!(status, want, "{name}");
@@ -169,13 +172,14 @@ tokens.access_token_lifetime = 2"#,
             first.refresh_token().unwrap().secret().clone(),
         )
     };
-    let foreign = {
+    let (foreign, foreign_id_token) = {
         let other = Server::start("");
         other.add_user("kate", &[]);
         let c = hub_client(&other);
         let a = authorization(&c, &[]);
         let b = login(&browser(), &other, &a.url, "kate", PASSWORD).await;
-        exchange(&c, &b, a.verifier).await.access_token().secret().clone()
+        let tokens = exchange(&c, &b, a.verifier).await;
+        (tokens.access_token().secret().clone(), tokens.extra_fields().id_token.clone().unwrap())
     };
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await; // `expired` has expired
 
@@ -210,15 +214,39 @@ tokens.access_token_lifetime = 2"#,
         ("redirect_uri over http", HUB_CALLBACK.replace("https", "http")),
         ("redirect_uri with a query", format!("{HUB_CALLBACK}?next=/evil")),
     ] {
-        cases.push(get(name, authorize(&set("redirect_uri", uri)), Expect::Stopped));
+        cases.push(get(name, authorize(&set("redirect_uri", uri)), Expect::Stopped(StopReason::InvalidRedirectUri)));
     }
-    cases.push(get("redirect_uri twice", authorize(&add("redirect_uri", HUB_CALLBACK.into())), Expect::Stopped));
-    cases.push(get("no redirect_uri", authorize(&drop_key("redirect_uri")), Expect::Stopped));
-    cases.push(get("no client_id", authorize(&drop_key("client_id")), Expect::Stopped));
-    cases.push(get("unknown client_id", authorize(&set("client_id", "nobody".into())), Expect::Stopped));
-    cases.push(get("client_id twice", authorize(&add("client_id", "jupyterhub".into())), Expect::Stopped));
-    cases.push(get("SQL in client_id", authorize(&set("client_id", "' OR '1'='1".into())), Expect::Stopped));
-    cases.push(get("oversized client_id", authorize(&set("client_id", long(10_000))), Expect::Stopped));
+    cases.push(get(
+        "redirect_uri twice",
+        authorize(&add("redirect_uri", HUB_CALLBACK.into())),
+        Expect::Stopped(StopReason::InvalidRedirectUri),
+    ));
+    cases.push(get(
+        "no redirect_uri",
+        authorize(&drop_key("redirect_uri")),
+        Expect::Stopped(StopReason::InvalidRedirectUri),
+    ));
+    cases.push(get("no client_id", authorize(&drop_key("client_id")), Expect::Stopped(StopReason::UnknownClient)));
+    cases.push(get(
+        "unknown client_id",
+        authorize(&set("client_id", "nobody".into())),
+        Expect::Stopped(StopReason::UnknownClient),
+    ));
+    cases.push(get(
+        "client_id twice",
+        authorize(&add("client_id", "jupyterhub".into())),
+        Expect::Stopped(StopReason::UnknownClient),
+    ));
+    cases.push(get(
+        "SQL in client_id",
+        authorize(&set("client_id", "' OR '1'='1".into())),
+        Expect::Stopped(StopReason::UnknownClient),
+    ));
+    cases.push(get(
+        "oversized client_id",
+        authorize(&set("client_id", long(10_000))),
+        Expect::Stopped(StopReason::UnknownClient),
+    ));
     // Everything else goes back to the client with an error.
     for (name, edit, error) in [
         ("state twice", Box::new(add("state", "again".into())) as Box<Edit>, "invalid_request"),
@@ -491,7 +519,7 @@ tokens.access_token_lifetime = 2"#,
             name: name.into(),
             method: Method::POST,
             path: "/api/login".into(),
-            headers: vec![],
+            headers: vec![("origin", server.origin())],
             body: Some(("application/json".into(), body)),
             expect: Expect::Json(401, "invalid_credentials"),
         });
@@ -522,10 +550,117 @@ tokens.access_token_lifetime = 2"#,
             name: name.into(),
             method: Method::POST,
             path: "/api/login".into(),
-            headers: vec![],
+            headers: vec![("origin", server.origin())],
             body: Some((content_type.into(), body)),
             expect,
         });
+    }
+
+    for (name, origin) in [("login API without an Origin", None), ("login API from an opaque origin", Some("null"))] {
+        let body = serde_json::to_vec(&shared::LoginRequest {
+            request: handle.clone(),
+            username: "kate".into(),
+            password: PASSWORD.into(),
+        })
+        .unwrap();
+        cases.push(Case {
+            name: name.into(),
+            method: Method::POST,
+            path: "/api/login".into(),
+            headers: origin.map(|o| ("origin", o.to_owned())).into_iter().collect(),
+            body: Some(("application/json".into(), body)),
+            expect: Expect::Json(400, "invalid_request"),
+        });
+    }
+
+    // Revocation and introspection: client authentication first, then only the client's own tokens.
+    let hub_auth = [("client_id", "jupyterhub"), ("client_secret", HUB_SECRET)];
+    let legacy_auth = [("client_id", "legacy"), ("client_secret", LEGACY_SECRET)];
+    for path in ["/revoke", "/introspect"] {
+        let post = |name: &str, content_type: &str, body: Vec<u8>, expect: Expect| Case {
+            name: format!("{path}: {name}"),
+            method: Method::POST,
+            path: path.into(),
+            headers: vec![],
+            body: Some((content_type.into(), body)),
+            expect,
+        };
+        let with = |pairs: &[(&str, &str)], auth: &[(&str, &str)]| form(&[pairs, auth].concat());
+        cases.push(post(
+            "no client authentication",
+            FORM,
+            form(&[("token", &refresh)]),
+            Expect::Json(401, "invalid_client"),
+        ));
+        cases.push(post(
+            "a wrong secret",
+            FORM,
+            with(&[("token", &refresh)], &[("client_id", "jupyterhub"), ("client_secret", "wrong")]),
+            Expect::Json(401, "invalid_client"),
+        ));
+        cases.push(post("no token", FORM, with(&[], &hub_auth), Expect::Json(400, "invalid_request")));
+        cases.push(post(
+            "token twice",
+            FORM,
+            with(&[("token", &refresh), ("token", &expired)], &hub_auth),
+            Expect::Json(400, "invalid_request"),
+        ));
+        let json = serde_json::to_vec(
+            &serde_json::json!({"token": refresh, "client_id": "jupyterhub", "client_secret": HUB_SECRET}),
+        )
+        .unwrap();
+        cases.push(post("JSON instead of a form", "application/json", json, Expect::Json(400, "invalid_request")));
+        // A public client may revoke its own tokens (RFC 7009 §2.1), not another's; it may not introspect.
+        let public = if path == "/revoke" { Expect::Status(200) } else { Expect::Json(401, "invalid_client") };
+        cases.push(post(
+            "a public client names another's token",
+            FORM,
+            form(&[("token", &refresh), ("client_id", "spa")]),
+            public,
+        ));
+        // Another client's token: revocation answers 200 and leaves it alone (RFC 7009 §2.1), introspection
+        // says it is not active (RFC 7662 §2.2); either way the store is unchanged.
+        cases.push(post(
+            "client B names client A's refresh token",
+            FORM,
+            with(&[("token", &refresh)], &legacy_auth),
+            Expect::Status(200),
+        ));
+    }
+
+    // RP-initiated logout: nothing is redirected anywhere unregistered, and nothing changes.
+    let end_session = |pairs: &[(&str, &str)]| {
+        format!("/end-session?{}", form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish())
+    };
+    for (name, pairs, reason) in [
+        (
+            "logout to an unregistered URI",
+            vec![("client_id", "jupyterhub"), ("post_logout_redirect_uri", "https://evil.example/")],
+            StopReason::InvalidRedirectUri,
+        ),
+        (
+            "logout to a URI without a client",
+            vec![("post_logout_redirect_uri", HUB_LOGGED_OUT)],
+            StopReason::InvalidRedirectUri,
+        ),
+        ("logout for an unknown client", vec![("client_id", "nobody")], StopReason::UnknownClient),
+        (
+            "logout with a forged id_token_hint",
+            vec![("id_token_hint", "eyJhbGciOiJub25lIn0.eyJhdWQiOiJqdXB5dGVyaHViIn0.")],
+            StopReason::InvalidRequest,
+        ),
+        (
+            "logout with another server's id_token",
+            vec![("id_token_hint", foreign_id_token.as_str())],
+            StopReason::InvalidRequest,
+        ),
+        (
+            "logout with client_id twice",
+            vec![("client_id", "jupyterhub"), ("client_id", "legacy")],
+            StopReason::InvalidRequest,
+        ),
+    ] {
+        cases.push(get(name, end_session(&pairs), Expect::Stopped(reason)));
     }
 
     assert!(cases.len() >= 50, "only {} cases", cases.len());

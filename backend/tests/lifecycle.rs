@@ -13,10 +13,16 @@ async fn sign_in(server: &Server, client: &OidcClient, user: &str) -> TokenRespo
     exchange(client, &back, auth.verifier).await
 }
 
+/// A refresh, or its OAuth error (asserted to come with 400, or 401 for `invalid_client`).
 async fn refresh(client: &OidcClient, token: &str) -> Result<TokenResponse, BasicErrorResponseType> {
-    match client.exchange_refresh_token(&RefreshToken::new(token.into())).request_async(&http()).await {
+    let http = Recording::new();
+    match client.exchange_refresh_token(&RefreshToken::new(token.into())).request_async(&http).await {
         Ok(tokens) => Ok(tokens),
-        Err(RequestTokenError::ServerResponse(e)) => Err(e.error().clone()),
+        Err(RequestTokenError::ServerResponse(e)) => {
+            let expected = if *e.error() == BasicErrorResponseType::InvalidClient { 401 } else { 400 };
+            assert_eq!(http.status(), expected, "status of {:?}", e.error());
+            Err(e.error().clone())
+        }
         Err(other) => panic!("transport error: {other:?}"),
     }
 }
@@ -166,6 +172,7 @@ async fn cli_registered_jupyterhub_client_works_as_printed() {
         &format!("c.GenericOAuthenticator.token_url = \"{}/token\"", server.issuer),
         &format!("c.GenericOAuthenticator.userdata_url = \"{}/userinfo\"", server.issuer),
         "c.GenericOAuthenticator.oauth_callback_url = \"https://hub2.example/hub/oauth_callback\"",
+        "c.GenericOAuthenticator.scope = [\"openid\", \"profile\", \"email\", \"groups\"]",
         "c.GenericOAuthenticator.username_claim = \"preferred_username\"",
         "c.GenericOAuthenticator.manage_groups = True",
         "c.GenericOAuthenticator.auth_state_groups_key = \"oauth_user.groups\"",
@@ -189,6 +196,14 @@ async fn cli_registered_jupyterhub_client_works_as_printed() {
     assert!(refresh(&client, tokens.refresh_token().unwrap().secret()).await.is_err());
     // A config-declared client cannot be removed from the CLI.
     assert!(!server.cli(&["client", "remove", "jupyterhub"], "").status.success());
+
+    // Without the profile scope the Hub is told to use sub, which every token's userinfo carries.
+    let args = ["client", "add", "hub3", "--jupyterhub", "--redirect-uri", "https://hub3.example/cb", "--scopes"];
+    let out = server.cli(&[&args[..], &["openid,email"]].concat(), "");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("c.GenericOAuthenticator.username_claim = \"sub\""), "{printed}");
+    assert!(printed.contains("c.GenericOAuthenticator.allow_all = True"), "{printed}");
+    assert!(!printed.contains("manage_groups"), "no groups reach this client:\n{printed}");
 }
 
 #[test]

@@ -23,15 +23,20 @@ async fn code_for(server: &Server, auth: &Authorization, user: &str) -> String {
     query(&back, "code").unwrap()
 }
 
+/// The OAuth error of a code exchange, asserting its status: 400 (RFC 6749 §5.2), 401 for `invalid_client`.
 async fn exchange_error(client: &OidcClient, code: &str, verifier: Option<&str>) -> BasicErrorResponseType {
     let mut request = client.exchange_code(AuthorizationCode::new(code.into()));
     if let Some(v) = verifier {
         request = request.set_pkce_verifier(PkceCodeVerifier::new(v.into()));
     }
-    match request.request_async(&http()).await {
+    let http = Recording::new();
+    let error = match request.request_async(&http).await {
         Err(RequestTokenError::ServerResponse(e)) => e.error().clone(),
         other => panic!("expected an OAuth error, got {other:?}"),
-    }
+    };
+    let expected = if error == BasicErrorResponseType::InvalidClient { 401 } else { 400 };
+    assert_eq!(http.status(), expected, "status of {error:?}");
+    error
 }
 
 #[tokio::test]
@@ -190,6 +195,7 @@ async fn code_exchange_errors() {
         ],
     )
     .await;
+    assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
 
@@ -301,8 +307,11 @@ async fn login_api_gives_one_answer_for_every_bad_credential() {
     let body: shared::ErrorBody = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(body.error, shared::ErrorCode::InvalidCredentials);
 
-    // Four failures from one address: the next attempt must wait, with Retry-After, even with the
-    // right password; then it goes through.
+    // Four failures for one username from one address: the next attempt must wait, with Retry-After,
+    // even with the right password; then it goes through.
+    for n in 0..3 {
+        assert_eq!(submit_login(&browser, &server, &handle, "kate", "wrong").await.status(), 401, "failure {n}");
+    }
     let throttled = submit_login(&browser, &server, &handle, "kate", PASSWORD).await;
     assert_eq!(throttled.status(), 429);
     assert_eq!(throttled.headers()["retry-after"], "1");

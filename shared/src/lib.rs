@@ -37,6 +37,8 @@ pub enum StopReason {
     InvalidRequest,
     /// The sign-in took too long or was already completed.
     RequestExpired,
+    /// The sign-in was completed in a different browser from the one that started it.
+    OtherBrowser,
 }
 
 impl StopReason {
@@ -47,12 +49,13 @@ impl StopReason {
             StopReason::InvalidRedirectUri => "invalid_redirect_uri",
             StopReason::InvalidRequest => "invalid_request",
             StopReason::RequestExpired => "request_expired",
+            StopReason::OtherBrowser => "other_browser",
         }
     }
 
     /// Parses a wire name.
     pub fn parse(value: &str) -> Option<Self> {
-        [Self::UnknownClient, Self::InvalidRedirectUri, Self::InvalidRequest, Self::RequestExpired]
+        [Self::UnknownClient, Self::InvalidRedirectUri, Self::InvalidRequest, Self::RequestExpired, Self::OtherBrowser]
             .into_iter()
             .find(|r| r.as_str() == value)
     }
@@ -66,6 +69,9 @@ impl StopReason {
             }
             StopReason::InvalidRequest => "The sign-in request is malformed.",
             StopReason::RequestExpired => "This sign-in request has expired or was already used.",
+            StopReason::OtherBrowser => {
+                "This sign-in was started in a different browser. Go back to the application and sign in from this browser."
+            }
         }
     }
 }

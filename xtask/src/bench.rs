@@ -423,6 +423,7 @@ async fn full_login(http: &reqwest::Client, t: &Target, user: &str) -> anyhow::R
         Kind::Postern => {
             let done = http
                 .post(format!("{}/api/login", t.base))
+                .header("origin", &t.base)
                 .json(&serde_json::json!({"request": param(&login_page, "request")?, "username": user, "password": PASSWORD}))
                 .send()
                 .await?;

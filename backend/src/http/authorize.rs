@@ -15,6 +15,23 @@ use crate::store::{AuthorizationRequest, Client, NewGrant, Timestamp};
 use crate::tokens;
 use shared::StopReason;
 
+/// Parameters `/authorize` reads (OIDC Core §3.1.2.1); any other is ignored.
+pub(super) const AUTHORIZE_PARAMS: &[&str] = &[
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "response_mode",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "request",
+    "request_uri",
+];
+
 /// `GET /authorize/resume?ticket=…`: the browser's top-level visit after a successful login. Sets the
 /// SSO session cookie on this origin and sends the browser on to the client with a code.
 pub async fn resume(
@@ -22,11 +39,17 @@ pub async fn resume(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Error> {
-    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let params = Params::parse(query.unwrap_or_default().as_bytes(), &["ticket"]);
     let ticket = params.get("ticket").ok_or_else(|| state.stop(StopReason::RequestExpired))?;
     let Some((request, login)) = state.store.redeem_ticket(&tokens::hash(ticket), now()).await? else {
         return Err(state.stop(StopReason::RequestExpired));
     };
+    // Only the browser that started the sign-in may finish it: a ticket passed to another browser
+    // would sign that browser in as whoever entered the password (login CSRF). It is spent either way.
+    if !session::is_same_browser(&state, &headers, request.browser_hash.as_deref()) {
+        tracing::info!(target: "audit", event = "login_failed", reason = "other_browser", client_id = %request.client_id);
+        return Err(state.stop(StopReason::OtherBrowser));
+    }
     let cookie = session::start(&state, &headers, login.user_id, login.auth_time).await?;
     let location = issue_code(&state, &request, login.user_id, login.auth_time).await?;
     let mut response = see_other(&location);
@@ -40,7 +63,7 @@ pub async fn authorize_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Error> {
-    authorize(state, headers, Params::parse(query.unwrap_or_default().as_bytes())).await
+    authorize(state, headers, Params::parse(query.unwrap_or_default().as_bytes(), AUTHORIZE_PARAMS)).await
 }
 
 /// `POST /authorize` with a form body (OIDC Core §3.1.2.1).
@@ -48,7 +71,7 @@ pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, b
     if !super::params::is_form(&headers) {
         return Err(state.stop(StopReason::InvalidRequest));
     }
-    authorize(state, headers, Params::parse(&body)).await
+    authorize(state, headers, Params::parse(&body, AUTHORIZE_PARAMS)).await
 }
 
 /// Where errors go once client and redirect URI are trusted.
@@ -145,14 +168,22 @@ async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Resul
         return Ok(reply.error(OAuthCode::LoginRequired, "the user is not signed in"));
     }
 
-    // 4. Park the request and send the browser to the login page with only an opaque handle.
+    // 4. Park the request, tied to this browser, and send the browser to the login page with only an
+    // opaque handle.
     let handle = tokens::random_token();
-    let request = validated.into_request(&client, handle.clone(), now);
-    let request =
-        AuthorizationRequest { expires_at: now + state.config.tokens.login_request_lifetime as i64, ..request };
+    let (browser, set_cookie) = session::browser_binding(&state, &headers);
+    let request = AuthorizationRequest {
+        expires_at: now + state.config.tokens.login_request_lifetime as i64,
+        browser_hash: Some(tokens::hash(&browser)),
+        ..validated.into_request(&client, handle.clone(), now)
+    };
     state.store.insert_authorization_request(&request).await?;
     let login = with_query(&state.config.ui_page("/login"), &[("request", &handle)]);
-    Ok(see_other(&login))
+    let mut response = see_other(&login);
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
 }
 
 /// An authorization request that passed every check.
@@ -177,6 +208,7 @@ impl Validated {
             nonce: self.nonce,
             code_challenge: self.code_challenge,
             expires_at: now,
+            browser_hash: None,
         }
     }
 }

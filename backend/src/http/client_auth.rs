@@ -5,10 +5,13 @@ use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::error::OAuthCode;
+use std::net::IpAddr;
+
+use super::error::{retry_after, OAuthCode};
 use super::params::Params;
 use super::{AppState, Error};
 use crate::store::Client;
+use crate::throttle::Subject;
 
 /// Credentials from an `Authorization: Basic` header, form-urldecoded as RFC 6749 §2.3.1 requires.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,8 +44,9 @@ fn invalid_client(description: &str) -> Error {
     Error::oauth(OAuthCode::InvalidClient, description)
 }
 
-/// Authenticates the client of a token request by whichever single method it used.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Client, Error> {
+/// Authenticates the client of a token request by whichever single method it used. Failed secrets
+/// are throttled per client and address like failed logins, so they cannot queue unlimited argon2 work.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params, ip: IpAddr) -> Result<Client, Error> {
     let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => None,
         Some(Ok(value)) => parse_basic(value).map_err(|d| Error::oauth(OAuthCode::InvalidRequest, d))?,
@@ -70,10 +74,17 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
             if state.verified_secrets.matches(&client.id, hash, &secret) {
                 return Ok(client);
             }
+            let subject = Subject::Client(client.id.clone());
+            if let Err(wait) = state.throttle.attempt(&subject, ip) {
+                tracing::info!(target: "audit", event = "client_auth_failed", reason = "throttled", client_id = %client.id, %ip);
+                return Err(Error::Throttled { seconds: retry_after(wait), oauth: true });
+            }
             if state.passwords.verify(secret.clone(), Some(hash.clone())).await {
+                state.throttle.succeeded(&subject, ip);
                 state.verified_secrets.remember(&client.id, hash, &secret);
                 Ok(client)
             } else {
+                tracing::info!(target: "audit", event = "client_auth_failed", reason = "wrong_secret", client_id = %client.id, %ip);
                 Err(invalid_client("client authentication failed"))
             }
         }

@@ -74,8 +74,9 @@ pub enum Error {
     /// A request that must not be redirected back to the client: the UI's error page when there is
     /// one (`ui_page` is its URL), else a minimal HTML page.
     Stop { reason: shared::StopReason, ui_page: Option<String> },
-    /// Too many failed logins: wait this many seconds (429 with `Retry-After`).
-    Throttled(u64),
+    /// Too many failed attempts: wait this many seconds (429 with `Retry-After`). The body is an OAuth
+    /// error (`invalid_client`) at the protocol endpoints, the login API's error elsewhere.
+    Throttled { seconds: u64, oauth: bool },
     /// Something failed on our side; the detail is logged, not sent.
     Internal(String),
 }
@@ -97,6 +98,11 @@ impl From<KeyError> for Error {
     fn from(e: KeyError) -> Self {
         Error::Internal(e.to_string())
     }
+}
+
+/// Whole seconds for `Retry-After`: rounded up, at least one.
+pub fn retry_after(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// Headers RFC 6749 §5.1 requires on anything carrying tokens; applied to their errors too.
@@ -176,10 +182,12 @@ impl IntoResponse for Error {
                 );
                 no_store(response)
             }
-            Error::Throttled(seconds) => {
-                let body = shared::ErrorBody {
-                    error: shared::ErrorCode::TooManyAttempts,
-                    message: format!("Too many failed attempts. Try again in {seconds} seconds."),
+            Error::Throttled { seconds, oauth } => {
+                let message = format!("Too many failed attempts. Try again in {seconds} seconds.");
+                let body = if oauth {
+                    json!({ "error": OAuthCode::InvalidClient.as_str(), "error_description": message })
+                } else {
+                    json!(shared::ErrorBody { error: shared::ErrorCode::TooManyAttempts, message })
                 };
                 let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -26,15 +26,17 @@ pub fn authorize_query(input: &[u8]) {
         refresh_tokens: true,
         source: ClientSource::Config,
     });
-    let params = Params::parse(input);
+    let params = Params::parse(input, super::authorize::AUTHORIZE_PARAMS);
     let _ = super::authorize::validate(client, &params);
 }
 
 /// A token request's form body.
 pub fn token_form(input: &[u8]) {
-    let params = Params::parse(input);
+    const KEYS: &[&str] =
+        &["grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "scope", "client_id"];
+    let params = Params::parse(input, KEYS);
     let _ = (params.duplicate(), params.oversized());
-    for key in ["grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "scope", "client_id"] {
+    for key in KEYS {
         if let Some(value) = params.get(key) {
             let _ = crate::claims::parse_scope(value);
             let _ = crate::tokens::is_pkce_value(value);
@@ -66,8 +68,18 @@ pub fn jwt_hint(input: &str) {
     let _ = keys.verify(input);
 }
 
-/// An `X-Forwarded-For` header from a trusted proxy.
+/// `X-Forwarded-For` and `X-Forwarded-Proto` headers from a trusted proxy (each line of the input one
+/// header line).
 pub fn forwarded_for(input: &str) {
     let proxy: IpAddr = [127, 0, 0, 1].into();
-    let _ = super::client_ip::resolve(proxy, Some(input), &[proxy]);
+    let mut headers = axum::http::HeaderMap::new();
+    for line in input.lines() {
+        if let Ok(value) = axum::http::HeaderValue::from_str(line) {
+            headers.append("x-forwarded-for", value.clone());
+            headers.append("x-forwarded-proto", value);
+        }
+    }
+    let trusted = [proxy.into()];
+    let _ = super::client_ip::resolve(proxy, &headers, &trusted);
+    let _ = super::client_ip::scheme(proxy, &headers, &trusted);
 }

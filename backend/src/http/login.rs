@@ -8,10 +8,11 @@ use axum::Json;
 use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
 
 use super::client_ip::ClientIp;
-use super::error::no_store;
+use super::error::{no_store, retry_after};
 use super::{authorize, now, AppState, Error};
 use crate::claims::parse_scope;
 use crate::store::{AuthorizationRequest, RequestLogin, Timestamp};
+use crate::throttle::Subject;
 use crate::tokens;
 
 /// Seconds the browser has to follow the login's redirect.
@@ -59,11 +60,13 @@ pub async fn login(
     if !is_json {
         return Err(malformed("The login API accepts only application/json."));
     }
-    // Browsers always name the page's origin on a POST: only Postern's own UI may submit logins.
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !state.config.allowed_origins().iter().any(|a| origin.as_bytes() == a.as_bytes()) {
-            return Err(malformed("Sign in from the sign-in page."));
-        }
+    // Browsers name the page's origin on every POST made with fetch: only Postern's own UI may submit
+    // logins, and a request that names no origin is not from it.
+    let origin_allowed = headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| state.config.allowed_origins().iter().any(|a| origin.as_bytes() == a.as_bytes()));
+    if !origin_allowed {
+        return Err(malformed("Sign in from the sign-in page."));
     }
     let login: LoginRequest =
         serde_json::from_slice(&body).map_err(|_| malformed("The login request is malformed."))?;
@@ -71,10 +74,11 @@ pub async fn login(
 
     // One answer for an unknown user, a wrong password and a disabled account, and the same
     // argon2 work for each, so neither the response nor its timing tells them apart.
-    let throttle_key = login.username.to_lowercase();
-    if let Some(wait) = state.throttle.wait(&throttle_key, ip) {
+    // Counted before the password is checked, so that a burst sent in parallel is held back too.
+    let subject = Subject::User(login.username.to_lowercase());
+    if let Err(wait) = state.throttle.attempt(&subject, ip) {
         tracing::info!(target: "audit", event = "login_failed", reason = "throttled", client_id = %request.client_id, %ip);
-        return Err(Error::Throttled(wait.as_secs().max(1)));
+        return Err(Error::Throttled { seconds: retry_after(wait), oauth: false });
     }
     let user = match normalize_username(&login.username) {
         Ok(name) => state.store.user_by_name(&name).await?,
@@ -89,12 +93,11 @@ pub async fn login(
                 Some(u) if u.disabled && password_ok => "disabled_user",
                 Some(_) => "wrong_password",
             };
-            state.throttle.failed(&throttle_key, ip);
             tracing::info!(target: "audit", event = "login_failed", reason, client_id = %request.client_id, %ip);
             return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
         }
     };
-    state.throttle.succeeded(&throttle_key);
+    state.throttle.succeeded(&subject, ip);
 
     // The login completes the request once: a ticket for the browser's next, top-level step, which
     // sets the session cookie first-party even when this page is on another site.

@@ -23,10 +23,12 @@ pub async fn end_session(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, Error> {
+    // OIDC RP-Initiated Logout §2, plus the confirmation form's own field.
+    const KNOWN: &[&str] = &["id_token_hint", "client_id", "post_logout_redirect_uri", "state", "confirm"];
     let params = if method == Method::POST && is_form(&headers) {
-        Params::parse(&body)
+        Params::parse(&body, KNOWN)
     } else {
-        Params::parse(query.unwrap_or_default().as_bytes())
+        Params::parse(query.unwrap_or_default().as_bytes(), KNOWN)
     };
     if params.duplicate().is_some() {
         return Err(state.stop(StopReason::InvalidRequest));

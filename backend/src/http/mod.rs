@@ -18,6 +18,7 @@ mod userinfo;
 
 use std::sync::Arc;
 
+use axum::extract::MatchedPath;
 use axum::http::{header, HeaderValue, Method, Request};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(ui::static_files(&state.config));
     }
     let hsts = state.config.secure_cookies();
+    let trusted = state.config.trusted_proxies.clone();
     let mut app = app.with_state(state);
     if hsts {
         app = app.layer(SetResponseHeaderLayer::if_not_present(
@@ -111,8 +113,7 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("max-age=31536000"),
         ));
     }
-    app
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+    app.layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -123,8 +124,16 @@ pub fn router(state: AppState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
-        // Spans name the path only: queries carry codes, states and request handles.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        // Spans name the route, not the path or query: those carry codes, states and request handles.
+        .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request<_>| {
+            let route = request.extensions().get::<MatchedPath>().map_or("(other)", MatchedPath::as_str);
+            let peer = client_ip::peer(request.extensions());
+            tracing::info_span!(
+                "http",
+                method = %request.method(),
+                route,
+                client = %client_ip::resolve(peer, request.headers(), &trusted),
+                scheme = client_ip::scheme(peer, request.headers(), &trusted),
+            )
         }))
 }

@@ -1,12 +1,14 @@
-//! OAuth request parameters from a query string or form body (RFC 6749 §3.1: no repeats, empty = absent).
+//! OAuth request parameters from a query string or form body (RFC 6749 §3.1: no repeats, empty = absent,
+//! unknown ones ignored).
 
 use std::collections::HashMap;
 
 use axum::http::{header, HeaderMap};
 
 /// Parsed `application/x-www-form-urlencoded` parameters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Params {
+    known: &'static [&'static str],
     values: HashMap<String, String>,
     duplicate: Option<String>,
 }
@@ -15,11 +17,12 @@ pub struct Params {
 pub const MAX_VALUE_LEN: usize = 4096;
 
 impl Params {
-    /// Parses a query string or form body.
-    pub fn parse(input: &[u8]) -> Self {
-        let mut params = Params::default();
+    /// Parses a query string or form body, keeping only the `known` parameters: others are ignored
+    /// whatever they hold, repeated or long.
+    pub fn parse(input: &[u8], known: &'static [&'static str]) -> Self {
+        let mut params = Params { known, values: HashMap::new(), duplicate: None };
         for (key, value) in form_urlencoded::parse(input) {
-            if value.is_empty() {
+            if value.is_empty() || !known.contains(&key.as_ref()) {
                 continue;
             }
             if params.values.insert(key.to_string(), value.into_owned()).is_some() && params.duplicate.is_none() {
@@ -31,6 +34,7 @@ impl Params {
 
     /// A parameter's value; empty values count as absent.
     pub fn get(&self, key: &str) -> Option<&str> {
+        debug_assert!(self.known.contains(&key), "parameter {key} read but not declared known");
         self.values.get(key).map(String::as_str)
     }
 
@@ -60,10 +64,17 @@ mod tests {
 
     #[test]
     fn repeats_are_flagged_and_empties_ignored() {
-        let p = Params::parse(b"a=1&b=&a=2&scope=openid+profile");
+        let p = Params::parse(b"a=1&b=&a=2&scope=openid+profile", &["a", "b", "scope"]);
         assert_eq!(p.duplicate(), Some("a"));
         assert_eq!(p.get("b"), None);
         assert_eq!(p.get("scope"), Some("openid profile"));
+    }
+
+    #[test]
+    fn unknown_parameters_are_ignored_even_repeated_or_long() {
+        let long = "x".repeat(MAX_VALUE_LEN + 1);
+        let p = Params::parse(format!("data=None&data=1&extra={long}&state=s").as_bytes(), &["state"]);
+        assert_eq!((p.duplicate(), p.oversized(), p.get("state")), (None, None, Some("s")));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Token revocation (RFC 7009) and introspection (RFC 7662), both for authenticated clients and
 //! only for their own tokens.
 
+use std::net::IpAddr;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,15 +19,21 @@ use crate::store::Client;
 use crate::tokens;
 
 /// Parses a form request and authenticates its client; returns the client and the `token`.
-async fn client_and_token(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(Client, String), Error> {
+async fn client_and_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    ip: IpAddr,
+) -> Result<(Client, String), Error> {
     if !is_form(headers) {
         return Err(Error::oauth(OAuthCode::InvalidRequest, "the body must be application/x-www-form-urlencoded"));
     }
-    let params = Params::parse(body);
+    // RFC 7009 §2.1 and RFC 7662 §2.1; token_type_hint is optional and lookups try every kind anyway.
+    let params = Params::parse(body, &["token", "token_type_hint", "client_id", "client_secret"]);
     if let Some(key) = params.duplicate() {
         return Err(Error::oauth(OAuthCode::InvalidRequest, format!("the parameter {key} was given more than once")));
     }
-    let client = authenticate(state, headers, &params).await?;
+    let client = authenticate(state, headers, &params, ip).await?;
     let token = params.get("token").ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "token is missing"))?;
     Ok((client, token.to_owned()))
 }
@@ -38,7 +46,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let (client, token) = client_and_token(&state, &headers, &body).await?;
+    let (client, token) = client_and_token(&state, &headers, &body, ip).await?;
     let hash = tokens::hash(&token);
     let now = now();
     if let Some(refresh) = state.store.refresh_token(&hash).await? {
@@ -55,8 +63,13 @@ pub async fn revoke(
 }
 
 /// `POST /introspect`: whether a token is active, and what it carries. Confidential clients only.
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
-    let (client, token) = client_and_token(&state, &headers, &body).await?;
+pub async fn introspect(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let (client, token) = client_and_token(&state, &headers, &body, ip).await?;
     if client.public {
         return Err(Error::oauth(OAuthCode::InvalidClient, "introspection needs client authentication"));
     }

@@ -71,6 +71,34 @@ pub async fn end(state: &AppState, headers: &HeaderMap) -> StoreResult<HeaderVal
     Ok(HeaderValue::from_str(&cookie.to_string()).expect("an empty cookie is a valid header"))
 }
 
+/// This browser's binding value, and the `Set-Cookie` that gives it one if it has none yet. The value
+/// is kept for the browser session, so sign-ins started in several tabs all stay valid.
+pub fn browser_binding(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    let name = state.config.browser_cookie();
+    if let Some(value) = find_cookie(headers, &name).filter(|v| tokens::is_token(v)) {
+        return (value, None);
+    }
+    let value = tokens::random_token();
+    let cookie = Cookie::build((name, value.clone()))
+        .path("/")
+        .http_only(true)
+        .secure(state.config.secure_cookies())
+        .same_site(SameSite::Lax)
+        .build();
+    let header =
+        HeaderValue::from_str(&cookie.to_string()).expect("a cookie of base64url characters is a valid header");
+    (value, Some(header))
+}
+
+/// Whether this request comes from the browser whose binding cookie hashes to `expected`.
+pub fn is_same_browser(state: &AppState, headers: &HeaderMap, expected: Option<&[u8]>) -> bool {
+    use subtle::ConstantTimeEq;
+    match (find_cookie(headers, &state.config.browser_cookie()), expected) {
+        (Some(value), Some(expected)) => bool::from(tokens::hash(&value).as_slice().ct_eq(expected)),
+        _ => false,
+    }
+}
+
 /// A token that proves a sign-out confirmation came from a page this session was shown: derived
 /// from the session cookie, which a cross-site attacker cannot read.
 pub fn confirmation_token(state: &AppState, headers: &HeaderMap) -> Option<String> {

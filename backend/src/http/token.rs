@@ -34,7 +34,19 @@ pub async fn token(
     if !is_form(&headers) {
         return Err(Error::oauth(OAuthCode::InvalidRequest, "the body must be application/x-www-form-urlencoded"));
     }
-    let params = Params::parse(&body);
+    let params = Params::parse(
+        &body,
+        &[
+            "grant_type",
+            "code",
+            "redirect_uri",
+            "code_verifier",
+            "refresh_token",
+            "scope",
+            "client_id",
+            "client_secret",
+        ],
+    );
     if let Some(key) = params.duplicate() {
         return Err(Error::oauth(OAuthCode::InvalidRequest, format!("the parameter {key} was given more than once")));
     }
@@ -49,7 +61,7 @@ pub async fn token(
             "supported grant types: authorization_code, refresh_token",
         ));
     }
-    let client = authenticate(&state, &headers, &params).await?;
+    let client = authenticate(&state, &headers, &params, ip).await?;
     let response = match grant_type {
         "authorization_code" => exchange_code(&state, &client, &params, ip).await?,
         _ => refresh(&state, &client, &params, ip).await?,
@@ -83,6 +95,8 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: I
         (Some(_), None) => return Err(invalid_grant("code_verifier is missing")),
         // RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
         (None, Some(_)) => return Err(invalid_grant("code_verifier sent but no code_challenge was")),
+        // /authorize already insists on PKCE for these clients; a grant without it is not theirs to redeem.
+        (None, None) if client.public || client.require_pkce => return Err(invalid_grant("this client must use PKCE")),
         (None, None) => {}
     }
     let user = active_user(state, grant.user_id).await?;

@@ -24,7 +24,7 @@ fn bearer_token(method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Opt
         None => None,
     };
     let body_token = if method == Method::POST && is_form(headers) {
-        Params::parse(body).get("access_token").map(str::to_owned)
+        Params::parse(body, &["access_token"]).get("access_token").map(str::to_owned)
     } else {
         None
     };

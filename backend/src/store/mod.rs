@@ -147,6 +147,8 @@ pub struct AuthorizationRequest {
     pub code_challenge: Option<String>,
     /// Expiry time.
     pub expires_at: Timestamp,
+    /// SHA-256 of the browser-binding cookie of the browser that started the request.
+    pub browser_hash: Option<Vec<u8>>,
 }
 
 /// Who signed in to a pending request, and the ticket that completes it.

@@ -268,7 +268,7 @@ impl Store for SqliteStore {
     async fn insert_authorization_request(&self, r: &AuthorizationRequest) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO authorization_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, \
-             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             expires_at, browser_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.id)
         .bind(&r.client_id)
@@ -278,6 +278,7 @@ impl Store for SqliteStore {
         .bind(&r.nonce)
         .bind(&r.code_challenge)
         .bind(r.expires_at)
+        .bind(&r.browser_hash)
         .execute(&self.writer)
         .await?;
         Ok(())

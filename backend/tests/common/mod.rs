@@ -40,6 +40,8 @@ pub struct Server {
     child: Option<Child>,
     extra: String,
     ui_dir: PathBuf,
+    /// `RUST_LOG` for the process.
+    log_filter: String,
 }
 
 fn free_port() -> u16 {
@@ -61,9 +63,26 @@ impl Server {
         let issuer = issuer.map_or(local.clone(), str::to_owned);
         // No built UI unless a test asks for one: errors then come as Postern's own HTML page.
         let ui_dir = dir.path().join("no-ui");
-        let mut server = Server { dir, port, issuer, local, child: None, extra: extra.to_owned(), ui_dir };
+        let mut server = Server {
+            dir,
+            port,
+            issuer,
+            local,
+            child: None,
+            extra: extra.to_owned(),
+            ui_dir,
+            log_filter: "info".into(),
+        };
         server.write_config();
         server.spawn();
+        server
+    }
+
+    /// Like [`Server::start`], logging everything down to `debug`, its dependencies included.
+    pub fn start_verbose(extra: &str) -> Self {
+        let mut server = Self::start(extra);
+        server.log_filter = "debug".into();
+        server.restart();
         server
     }
 
@@ -122,7 +141,7 @@ redirect_uris = ["https://legacy.example/cb"]
             .arg("--config")
             .arg(self.config_path())
             .arg("serve")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -184,6 +203,11 @@ redirect_uris = ["https://legacy.example/cb"]
         assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The issuer's origin, as a browser on Postern's own login page names it in `Origin`.
+    pub fn origin(&self) -> String {
+        Url::parse(&self.issuer).unwrap().origin().ascii_serialization()
+    }
+
     /// A URL on the running process.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.local, path)
@@ -230,6 +254,40 @@ pub fn browser() -> reqwest::Client {
 /// A server-to-server HTTP client for the oauth2 crate (must not follow redirects).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// An HTTP client for the oauth2 crate that remembers the status of its last response, so that tests
+/// can assert the status of an OAuth error as well as its code.
+#[derive(Default)]
+pub struct Recording {
+    client: reqwest::Client,
+    last_status: std::sync::atomic::AtomicU16,
+}
+
+impl Recording {
+    /// A client that does not follow redirects, as the oauth2 crate requires.
+    pub fn new() -> Self {
+        Self { client: http(), last_status: Default::default() }
+    }
+
+    /// The status of the last response.
+    pub fn status(&self) -> u16 {
+        self.last_status.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Recording {
+    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, Self::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self.client.call(request).await?;
+            self.last_status.store(response.status().as_u16(), std::sync::atomic::Ordering::SeqCst);
+            Ok(response)
+        })
+    }
 }
 
 /// The id_token next to the standard token response fields.
@@ -345,6 +403,7 @@ pub async fn submit_login(
 ) -> reqwest::Response {
     browser
         .post(server.url("/api/login"))
+        .header("origin", server.origin())
         .json(&shared::LoginRequest { request: handle.into(), username: username.into(), password: password.into() })
         .send()
         .await
@@ -377,9 +436,14 @@ pub async fn userinfo(server: &Server, token: &str) -> reqwest::Response {
 
 /// Posts a raw form to `/token`, as JupyterHub does.
 pub async fn token_form(server: &Server, form: &[(&str, &str)]) -> reqwest::Response {
+    post_form(server, "/token", form).await
+}
+
+/// Posts a raw `application/x-www-form-urlencoded; charset=utf-8` form to `path`.
+pub async fn post_form(server: &Server, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
     let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
     http()
-        .post(server.url("/token"))
+        .post(server.url(path))
         .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
         .body(body)
         .send()
