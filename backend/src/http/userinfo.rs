@@ -53,6 +53,5 @@ pub async fn userinfo(
             "the token was not granted the openid scope".into(),
         ));
     }
-    let always_groups = state.store.client(&info.client_id).await?.is_some_and(|c| c.groups_claim);
-    Ok(no_store(Json(user_claims(&info.user, &info.scope, always_groups)).into_response()))
+    Ok(no_store(Json(user_claims(&info.user, &info.scope, info.client_groups_claim)).into_response()))
 }

@@ -243,6 +243,8 @@ pub struct AccessTokenInfo {
     pub scope: String,
     /// Client it was issued to.
     pub client_id: String,
+    /// Whether that client always receives the user's groups.
+    pub client_groups_claim: bool,
     /// User it speaks for.
     pub user: User,
     /// Expiry.

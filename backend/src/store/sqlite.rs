@@ -443,8 +443,9 @@ impl Store for SqliteStore {
     async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>> {
         let row = sqlx::query(&format!(
             "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, g.client_id AS token_client, \
-             {USER_COLUMNS} FROM access_tokens t \
+             c.groups_claim AS client_groups_claim, {USER_COLUMNS} FROM access_tokens t \
              JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id \
+             JOIN clients c ON c.id = g.client_id \
              WHERE t.hash = ? AND t.expires_at > ? AND g.revoked_at IS NULL AND u.disabled = 0"
         ))
         .bind(hash)
@@ -455,6 +456,7 @@ impl Store for SqliteStore {
             Ok(AccessTokenInfo {
                 scope: r.try_get("token_scope")?,
                 client_id: r.try_get("token_client")?,
+                client_groups_claim: r.try_get("client_groups_claim")?,
                 user: user_from_row(&r)?,
                 expires_at: r.try_get("token_expires_at")?,
             })
