@@ -23,6 +23,12 @@ pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The key a pending request is stored under: its handle's SHA-256, so that the database holds no
+/// handle that could complete a sign-in.
+pub fn handle_key(handle: &str) -> String {
+    B64.encode(Sha256::digest(handle.as_bytes()))
+}
+
 /// Whether a value is a well-formed PKCE verifier or challenge (RFC 7636 §4.1: 43-128 unreserved characters).
 pub fn is_pkce_value(value: &str) -> bool {
     (43..=128).contains(&value.len())

@@ -209,6 +209,12 @@ async fn logs_never_carry_a_password_code_token_or_secret() {
     for secret in secrets {
         assert!(!log.contains(secret), "a secret ({} chars) is in the log:\n{log}", secret.len());
     }
+    // Nor in the database: only hashes of credentials are stored.
+    let mut stored = std::fs::read(server.db_path()).unwrap();
+    stored.extend(std::fs::read(server.db_path().with_extension("db-wal")).unwrap_or_default());
+    for secret in secrets.iter().filter(|s| **s != auth.state.secret()) {
+        assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()), "a credential is stored in the clear");
+    }
 }
 
 #[tokio::test]

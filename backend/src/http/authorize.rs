@@ -175,7 +175,7 @@ async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Resul
     let request = AuthorizationRequest {
         expires_at: now + state.config.tokens.login_request_lifetime as i64,
         browser_hash: Some(tokens::hash(&browser)),
-        ..validated.into_request(&client, handle.clone(), now)
+        ..validated.into_request(&client, tokens::handle_key(&handle), now)
     };
     state.store.insert_authorization_request(&request).await?;
     let login = with_query(&state.config.ui_page("/login"), &[("request", &handle)]);

@@ -27,7 +27,7 @@ fn not_found() -> Error {
 }
 
 async fn pending(state: &AppState, id: &str) -> Result<AuthorizationRequest, Error> {
-    state.store.authorization_request(id, now()).await?.ok_or_else(not_found)
+    state.store.authorization_request(&tokens::handle_key(id), now()).await?.ok_or_else(not_found)
 }
 
 /// `GET /api/authorization-requests/{request}`: what the login page shows.

@@ -131,7 +131,7 @@ pub struct StoredKey {
 /// A validated authorization request waiting for the user to sign in.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuthorizationRequest {
-    /// Opaque handle given to the login page.
+    /// Key of the opaque handle given to the login page (see `tokens::handle_key`).
     pub id: String,
     /// Requesting client.
     pub client_id: String,
