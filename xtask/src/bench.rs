@@ -429,7 +429,11 @@ async fn full_login(http: &reqwest::Client, t: &Target, user: &str) -> anyhow::R
                 .await?;
             ensure!(done.status() == 200, "login answered {}", done.status());
             let next: Value = done.json().await?;
-            http.get(next["redirect_to"].as_str().context("redirect_to")?).send().await?
+            // The browser that started the sign-in finishes it: its cookies go along.
+            http.get(next["redirect_to"].as_str().context("redirect_to")?)
+                .header("cookie", cookies.header())
+                .send()
+                .await?
         }
         // oidc-provider's interaction takes a form post on the interaction URL.
         Kind::Peer => {
