@@ -102,9 +102,11 @@ async fn a_disabled_user_loses_login_refresh_userinfo_and_session() {
     let response = submit_login(&browser, &server, &query(&login_page, "request").unwrap(), "ned", PASSWORD).await;
     assert_eq!(response.status(), 401);
 
-    // Enabled again, the user signs in.
+    // Enabled again, the user signs in; the tokens from before stay dead.
     assert!(server.cli(&["user", "enable", "ned"], "").status.success());
     sign_in(&server, &client, "ned").await;
+    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 401);
+    assert!(refresh(&client, tokens.refresh_token().unwrap().secret()).await.is_err());
 }
 
 #[tokio::test]

@@ -277,7 +277,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// Replaces a user's password hash.
     async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
-    /// Disables or enables a user; disabling also ends their sessions.
+    /// Disables or enables a user; disabling also ends their sessions and revokes every grant.
     async fn set_disabled(&self, username: &str, disabled: bool) -> StoreResult<()>;
     /// Replaces a user's groups.
     async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()>;

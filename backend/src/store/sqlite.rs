@@ -186,6 +186,11 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled).bind(id).execute(&mut *tx).await?;
         if disabled {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
+            // Revoked, not merely refused while disabled: enabling the user again must not revive them.
+            sqlx::query("UPDATE grants SET revoked_at = unixepoch() WHERE user_id = ? AND revoked_at IS NULL")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
