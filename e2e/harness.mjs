@@ -29,19 +29,153 @@ export async function freePort() {
   });
 }
 
+// Children still running when this process exits, however it exits (the test runner's Ctrl-C
+// included), are killed with everything they started: none outlives the tests. Maps each child to
+// whether it leads a process group.
+const live = new Map();
+process.on("exit", () => {
+  for (const [child, group] of live) {
+    if (isRunning(child)) {
+      const started = descendants(child.pid);
+      signal(child.pid, group, "SIGKILL");
+      for (const p of started) killIfSame(p);
+    } else if (group) {
+      signal(child.pid, true, "SIGKILL");
+    }
+  }
+});
+
+function signal(pid, group, name) {
+  try {
+    process.kill(group ? -pid : pid, name);
+  } catch {
+    // Already gone.
+  }
+}
+
+/**
+ * The fields of /proc/PID/stat from the third (state) on: the second, the command name, is in
+ * parentheses and may hold spaces. [1] is the parent's pid, [19] the start time.
+ */
+function statFields(stat) {
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
+/** A process's start time (clock ticks since boot), which tells it from a later one with its pid. */
+function startTime(pid) {
+  try {
+    return statFields(fs.readFileSync(`/proc/${pid}/stat`, "utf8"))[19];
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Every living process descended from `pid`, from /proc. The Hub starts its proxy and single-user
+ * servers (and they their kernels) in sessions of their own, so its process group does not hold them.
+ */
+function descendants(pid) {
+  const children = new Map();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // exited meanwhile
+    }
+    const fields = statFields(stat);
+    const ppid = Number(fields[1]);
+    if (!children.has(ppid)) children.set(ppid, []);
+    children.get(ppid).push({ pid: Number(entry), started: fields[19] });
+  }
+  const found = [];
+  for (let queue = [pid]; queue.length; ) {
+    for (const p of children.get(queue.pop()) ?? []) {
+      found.push(p);
+      queue.push(p.pid);
+    }
+  }
+  return found;
+}
+
+function killIfSame({ pid, started }) {
+  if (startTime(pid) === started) signal(pid, false, "SIGKILL");
+}
+
+/** Whether a child was started and has not exited yet. */
+export function isRunning(child) {
+  return child.pid !== undefined && child.exitCode === null && child.signalCode === null;
+}
+
+/**
+ * Starts a long-running child with its output appended to `logPath`. With `group`, the child leads a
+ * process group of its own: signals reach its workers too, and a Ctrl-C at the terminal reaches only
+ * this process, which then stops everything in order.
+ */
+export function startProcess(command, args, { logPath, group = false, cwd, env }) {
+  const log = fs.openSync(logPath, "a");
+  let child;
+  try {
+    child = spawn(command, args, { cwd, env, detached: group, stdio: ["ignore", log, log] });
+  } finally {
+    fs.closeSync(log); // the child has its own copy
+  }
+  child.on("error", (e) => fs.appendFileSync(logPath, `\n${command}: ${e.message}\n`));
+  if (child.pid !== undefined) live.set(child, group);
+  return child;
+}
+
+/**
+ * Stops a child from `startProcess` and waits until it has exited: SIGTERM (to its whole group if it
+ * leads one), SIGKILL after `timeout` ms. Whatever it started and left behind, in its group or
+ * outside it, is killed then.
+ */
+export async function stopProcess(child, { timeout = 5000 } = {}) {
+  if (!live.has(child)) return;
+  const group = live.get(child);
+  // Found before the signal: once the child has exited, its orphans belong to init.
+  let started = [];
+  if (isRunning(child)) {
+    started = descendants(child.pid);
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    signal(child.pid, group, "SIGTERM");
+    let timer;
+    const late = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(true), timeout);
+    });
+    if (await Promise.race([exited.then(() => false), late])) {
+      started.push(...descendants(child.pid));
+      signal(child.pid, group, "SIGKILL");
+      await exited;
+    }
+    clearTimeout(timer);
+  }
+  if (group) signal(child.pid, true, "SIGKILL");
+  for (const p of started) killIfSame(p);
+  live.delete(child);
+}
+
 /** A running Postern with its own directory, database and port. */
 export class Postern {
-  static async start({ uiUrl, appRedirect, port, issuer, uiDir = dist, extra = "" } = {}) {
+  /**
+   * `dir` holds its configuration, database and log; without one Postern makes a temporary directory,
+   * which `stop` removes.
+   */
+  static async start({ uiUrl, appRedirect, port, issuer, uiDir = dist, extra = "", dir } = {}) {
     const p = new Postern();
-    p.dir = fs.mkdtempSync(path.join(os.tmpdir(), "postern-e2e-"));
-    p.port = port ?? (await freePort());
-    p.issuer = issuer ?? `http://127.0.0.1:${p.port}`;
-    p.local = `http://127.0.0.1:${p.port}`;
-    const ui = uiUrl ? `url = "${uiUrl}"\n` : "";
-    p.config = path.join(p.dir, "postern.toml");
-    fs.writeFileSync(
-      p.config,
-      `issuer = "${p.issuer}"
+    if (dir) fs.mkdirSync(dir, { recursive: true });
+    p.ownDir = !dir;
+    p.dir = dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "postern-e2e-"));
+    try {
+      p.port = port ?? (await freePort());
+      p.issuer = issuer ?? `http://127.0.0.1:${p.port}`;
+      p.local = `http://127.0.0.1:${p.port}`;
+      const ui = uiUrl ? `url = "${uiUrl}"\n` : "";
+      p.config = path.join(p.dir, "postern.toml");
+      fs.writeFileSync(
+        p.config,
+        `issuer = "${p.issuer}"
 listen = "127.0.0.1:${p.port}"
 database = "${path.join(p.dir, "postern.db")}"
 ${extra}
@@ -55,25 +189,28 @@ name = "Test Application"
 secret = "${APP_SECRET}"
 redirect_uris = ["${appRedirect}"]
 `,
-    );
-    p.logPath = path.join(p.dir, "postern.log");
-    const log = fs.openSync(p.logPath, "a");
-    p.child = spawn(posternBin, ["--config", p.config, "serve"], { stdio: ["ignore", log, log] });
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      try {
-        const r = await fetch(`${p.local}/.well-known/openid-configuration`);
-        if (r.ok) break;
-      } catch {}
-      if (p.child.exitCode !== null) throw new Error(`postern exited:\n${p.log()}`);
-      if (Date.now() > deadline) throw new Error(`postern did not start:\n${p.log()}`);
-      await new Promise((r) => setTimeout(r, 50));
+      );
+      p.logPath = path.join(p.dir, "postern.log");
+      p.child = startProcess(posternBin, ["--config", p.config, "serve"], { logPath: p.logPath });
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          const r = await fetch(`${p.local}/.well-known/openid-configuration`);
+          if (r.ok) break;
+        } catch {}
+        if (!isRunning(p.child)) throw new Error(`postern exited:\n${p.log()}`);
+        if (Date.now() > deadline) throw new Error(`postern did not start:\n${p.log()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } catch (e) {
+      await p.stop({ keep: true });
+      throw e;
     }
     return p;
   }
 
   log() {
-    return fs.existsSync(this.logPath) ? fs.readFileSync(this.logPath, "utf8") : "";
+    return this.logPath && fs.existsSync(this.logPath) ? fs.readFileSync(this.logPath, "utf8") : "";
   }
 
   cli(args, stdin = "") {
@@ -92,8 +229,15 @@ redirect_uris = ["${appRedirect}"]
     return `${this.issuer}${p}`;
   }
 
-  stop() {
-    if (this.child && this.child.exitCode === null) this.child.kill("SIGTERM");
+  /**
+   * Stops the server and waits for it to exit, then removes the temporary directory it made, unless
+   * `keep` (a failure wants its log): then it says where that is.
+   */
+  async stop({ keep = false } = {}) {
+    if (this.child) await stopProcess(this.child);
+    if (!this.ownDir) return;
+    if (keep) console.error(`Postern's log is kept: ${this.logPath ?? this.dir}`);
+    else fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

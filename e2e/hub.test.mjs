@@ -2,9 +2,6 @@
 // nginx doing TLS with a throw-away CA, signing in through Postern's Leptos login page in Chromium.
 
 import assert from "node:assert/strict";
-import os from "node:os";
-import fs from "node:fs";
-import path from "node:path";
 import { after, before, test } from "node:test";
 
 import { PASSWORD, launchBrowser, newPage, shot, unexpectedErrors } from "./harness.mjs";
@@ -13,10 +10,15 @@ import { chromiumHomeTrusting, hubApi, stackLogs, startStack, stopStack } from "
 // Short-lived access tokens, so the Hub's refresh before spawn has to use its refresh token.
 const ACCESS_TOKEN_LIFETIME = 15;
 let stack, browser;
+// A failed step keeps the stack's logs.
+let failed = false;
+
+// nginx and the Hub lead process groups of their own, out of reach of the terminal's Ctrl-C: exiting
+// lets the harness kill them and everything they started.
+for (const signal of ["SIGINT", "SIGTERM"]) process.once(signal, () => process.exit(130));
 
 before(async () => {
   stack = await startStack({
-    work: fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-")),
     accessTokenLifetime: ACCESS_TOKEN_LIFETIME,
     users: [
       ["alice", ["e2e-users", "hub-admins"]],
@@ -31,7 +33,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (stack) stopStack(stack);
+  if (stack) await stopStack(stack, { keep: failed });
 });
 
 /** Runs a step; a failure carries the relevant Hub, Postern and nginx log lines. */
@@ -39,6 +41,7 @@ async function step(name, body) {
   try {
     return await body();
   } catch (e) {
+    failed = true;
     e.message = `step "${name}" failed: ${e.message}\n${stackLogs(stack)}`;
     throw e;
   }

@@ -2,34 +2,39 @@
 // api.<domain> and ui.<domain> (the split deployment, as in the proof of concept) and
 // postern.<domain> (one origin), two Postern instances behind it, and JupyterHub with
 // GenericOAuthenticator and configurable-http-proxy trusting the CA. The end-to-end test and
-// `scripts/demo` both start it from here, and everything it starts it stops, by pid.
+// `scripts/demo` both start it from here, and everything it starts it stops, by pid, waiting for
+// each to exit.
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
-import { Postern, dist, freePort, root } from "./harness.mjs";
+import { Postern, dist, freePort, isRunning, root, startProcess, stopProcess } from "./harness.mjs";
 
 const venv = process.env.POSTERN_VENV ?? path.join(root, ".tools", "venv");
 const chp = path.join(root, "e2e", "node_modules", ".bin", "configurable-http-proxy");
 
-/** A child process whose output goes to a log file. */
+/**
+ * A child process that leads a process group of its own, with its output in a log file. Both start
+ * processes of their own, which stopping it stops too: nginx its workers, the Hub its proxy and
+ * single-user servers.
+ */
 function daemon(name, command, args, { cwd, env, logDir }) {
   const logPath = path.join(logDir, `${name}.log`);
-  const log = fs.openSync(logPath, "a");
-  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", log, log] });
+  const child = startProcess(command, args, { logPath, group: true, cwd, env: { ...process.env, ...env } });
   return { name, child, logPath, log: () => fs.readFileSync(logPath, "utf8") };
 }
 
-async function waitFor(what, probe, { timeout = 60_000, process } = {}) {
+async function waitFor(what, probe, { timeout = 60_000, watch } = {}) {
   const deadline = Date.now() + timeout;
   for (;;) {
     try {
       if (await probe()) return;
     } catch {}
-    if (process && process.child.exitCode !== null) throw new Error(`${what}: exited early\n${process.log().slice(-3000)}`);
-    if (Date.now() > deadline) throw new Error(`${what} did not come up in ${timeout} ms${process ? `\n${process.log().slice(-3000)}` : ""}`);
+    if (watch && !isRunning(watch.child)) throw new Error(`${what}: exited early\n${watch.log().slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not come up in ${timeout} ms${watch ? `\n${watch.log().slice(-3000)}` : ""}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -92,12 +97,15 @@ ${server("hub", `        location / {${proxy(hubPort, "$host")}
 
 /**
  * Starts the stack. `domain` is the public names' suffix (`example` in tests, resolved by Chromium's
- * host-resolver rules and the Hub's tornado hostname mapping; `localhost` for the demo).
+ * host-resolver rules and the Hub's tornado hostname mapping; `localhost` for the demo). `work` holds
+ * every file and log; without one the stack makes a temporary directory, which `stopStack` removes.
  */
-export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [] }) {
-  fs.mkdirSync(work, { recursive: true });
+export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [] } = {}) {
+  const ownWork = !work;
+  if (work) fs.mkdirSync(work, { recursive: true });
+  else work = fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-"));
   port ??= await freePort();
-  const stack = { work, domain, port, processes: [], postern: {} };
+  const stack = { work, ownWork, domain, port, processes: [], postern: {} };
   const host = (name) => `${name}.${domain}`;
   stack.url = (name, p = "/") => `https://${host(name)}:${port}${p}`;
   try {
@@ -109,22 +117,30 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
     });
     stack.ca = path.join(tls, "ca.pem");
 
-    // 2. Postern twice: the split deployment's API, and the one-origin variant.
+    // 2. Postern twice: the split deployment's API, and the one-origin variant. Each starts on a fresh
+    // database in the work directory, which the demo keeps.
     const hubCallback = stack.url("hub", "/hub/oauth_callback");
-    const lifetime = `tokens.access_token_lifetime = ${accessTokenLifetime}`;
-    const api = await Postern.start({
+    const extra = `tokens.access_token_lifetime = ${accessTokenLifetime}`;
+    const posternDir = (name) => {
+      const dir = path.join(work, `postern-${name}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      return dir;
+    };
+    stack.postern.api = await Postern.start({
+      dir: posternDir("api"),
       appRedirect: "https://app.invalid/cb",
       issuer: stack.url("api", "").replace(/\/$/, ""),
       uiUrl: stack.url("ui", "").replace(/\/$/, ""),
       uiDir: "/nonexistent",
-      extra: lifetime,
+      extra,
     });
-    const single = await Postern.start({
+    stack.postern.single = await Postern.start({
+      dir: posternDir("single"),
       appRedirect: "https://app.invalid/cb",
       issuer: stack.url("postern", "").replace(/\/$/, ""),
-      extra: lifetime,
+      extra,
     });
-    stack.postern = { api, single };
+    const { api, single } = stack.postern;
     for (const [name, groups] of users) {
       api.addUser(name, groups);
       single.addUser(name, groups);
@@ -196,12 +212,12 @@ c.JupyterHub.load_roles = [{"name": "stack", "services": ["stack"], "scopes": ["
     stack.hubApi = `http://127.0.0.1:${hubApiPort}/hub/api`;
 
     // Plain HTTP to the TLS port gets nginx's 400: it is listening.
-    await waitFor("nginx", async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 400, { process: nginx, timeout: 10_000 });
-    await waitFor("JupyterHub", async () => (await fetch(`${stack.hubApi}/`)).ok, { process: hub, timeout: 120_000 });
-    await waitFor("JupyterHub's proxy", async () => (await fetch(`http://127.0.0.1:${hubPort}/hub/api/`)).ok, { process: hub });
+    await waitFor("nginx", async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 400, { watch: nginx, timeout: 10_000 });
+    await waitFor("JupyterHub", async () => (await fetch(`${stack.hubApi}/`)).ok, { watch: hub, timeout: 120_000 });
+    await waitFor("JupyterHub's proxy", async () => (await fetch(`http://127.0.0.1:${hubPort}/hub/api/`)).ok, { watch: hub });
     return stack;
   } catch (e) {
-    stopStack(stack);
+    await stopStack(stack, { keep: true });
     throw e;
   }
 }
@@ -221,12 +237,19 @@ export function stackLogs(stack, lines = 40) {
   return parts.join("\n");
 }
 
-/** Stops everything the stack started, by pid (the Hub stops its proxy and servers itself). */
-export function stopStack(stack) {
-  for (const p of [...stack.processes].reverse()) {
-    if (p.child.exitCode === null) p.child.kill("SIGTERM");
-  }
-  for (const p of Object.values(stack.postern ?? {})) p.stop();
+/**
+ * Stops everything the stack started and waits until it has: nginx with its workers, the Hub with its
+ * proxy and single-user servers (the Hub stops them itself; what is left after it is killed), and both
+ * Postern. Then removes the work directory the stack made itself, unless `keep` (a failure wants the
+ * logs): then it says where they are.
+ */
+export async function stopStack(stack, { keep = false } = {}) {
+  await Promise.all([
+    ...stack.processes.map((p) => stopProcess(p.child)),
+    ...Object.values(stack.postern).map((p) => p.stop()),
+  ]);
+  if (keep) console.error(`The stack's logs are kept in ${stack.work}`);
+  else if (stack.ownWork) fs.rmSync(stack.work, { recursive: true, force: true });
 }
 
 /** Chromium's NSS database trusting the stack's CA, under a HOME of its own. */

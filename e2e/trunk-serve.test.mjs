@@ -5,12 +5,13 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { after, before, test } from "node:test";
+import { after, afterEach, before, test } from "node:test";
 
 import { PASSWORD, Postern, authorization, launchBrowser, newPage, root, startApp, unexpectedErrors } from "./harness.mjs";
 
 const DEV = "http://127.0.0.1:8081";
 let postern, app, trunk, browser;
+let failed = false;
 const trunkLog = path.join(root, "target", "trunk-serve.log");
 
 before(async () => {
@@ -38,10 +39,14 @@ before(async () => {
   browser = await launchBrowser();
 }, { timeout: 600_000 });
 
+afterEach((t) => {
+  if (t.passed === false) failed = true;
+});
+
 after(async () => {
   await browser?.close();
   if (trunk && trunk.exitCode === null) trunk.kill("SIGTERM");
-  postern?.stop();
+  await postern?.stop({ keep: failed });
   app?.close();
 });
 

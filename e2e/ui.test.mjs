@@ -1,7 +1,7 @@
 // The login UI in a real headless Chromium against a real Postern.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, afterEach, before, test } from "node:test";
 
 import {
   PASSWORD,
@@ -18,6 +18,7 @@ import {
 } from "./harness.mjs";
 
 let postern, app, browser;
+let failed = false;
 
 before(async () => {
   app = await startApp();
@@ -26,9 +27,13 @@ before(async () => {
   browser = await launchBrowser();
 });
 
+afterEach((t) => {
+  if (t.passed === false) failed = true;
+});
+
 after(async () => {
   await browser?.close();
-  postern?.stop();
+  await postern?.stop({ keep: failed });
   app?.close();
 });
 
@@ -129,6 +134,7 @@ test("the split deployment: UI on its own origin, API on another", async () => {
   const csp = `default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self' ${apiBase}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`;
   const ui = await startStaticUi(apiBase, csp);
   const split = await Postern.start({ appRedirect: app.redirect, uiUrl: ui.origin, port: apiPort });
+  let passed = false;
   try {
     split.addUser("bob", ["e2e-users"]);
     const page = await newPage(browser);
@@ -157,8 +163,9 @@ test("the split deployment: UI on its own origin, API on another", async () => {
       });
     check((await preflight(ui.origin)).headers.get("access-control-allow-origin") === ui.origin, "UI origin allowed", split);
     check((await preflight("http://evil.example")).headers.get("access-control-allow-origin") === null, "others not", split);
+    passed = true;
   } finally {
-    split.stop();
+    await split.stop({ keep: !passed });
     ui.close();
   }
 });
