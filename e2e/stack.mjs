@@ -227,13 +227,53 @@ export async function hubApi(stack, p, init = {}) {
   return fetch(`${stack.hubApi}${p}`, { ...init, headers: { authorization: `token ${stack.hubApiToken}`, ...(init.headers ?? {}) } });
 }
 
-/** The last lines of every log the stack writes, for a failing step. */
-export function stackLogs(stack, lines = 40) {
-  const tail = (name, text) => `--- ${name} ---\n${text.split("\n").slice(-lines).join("\n")}`;
-  const parts = stack.processes.map((p) => tail(p.name, p.log()));
-  for (const [name, p] of Object.entries(stack.postern)) parts.push(tail(`postern ${name}`, p.log()));
-  const nginxErrors = path.join(stack.work, "nginx-error.log");
-  if (fs.existsSync(nginxErrors)) parts.push(tail("nginx error log", fs.readFileSync(nginxErrors, "utf8")));
+// What a failing step shows of each log: the lines that matter for that log, then its last lines.
+const LOG_KINDS = {
+  postern: {
+    what: "warnings, errors, audit events and anything that is not a routine log line",
+    relevant: (line) => / audit: /.test(line) || !/^\S+\s+(TRACE|DEBUG|INFO)\s/.test(line),
+  },
+  // A Hub record goes on over the lines that do not start one (a traceback).
+  hub: {
+    what: "warnings, errors and OAuth lines",
+    startsRecord: (line) => /^\[[DIWEC] \d{4}-/.test(line) || /^[\d:.]+ \[ConfigProxy\]/.test(line),
+    relevant: (line) => /^\[[WEC] /.test(line) || /\[ConfigProxy\] (warn|error)/.test(line) || /oauth|User logged/i.test(line),
+  },
+  nginxOutput: { what: "its output", relevant: () => true },
+  nginxErrors: { what: "warnings and errors", relevant: (line) => /\[(warn|error|crit|alert|emerg)\]/.test(line) },
+  nginxAccess: { what: "answers with a status of 400 or more", relevant: (line) => /" [45]\d\d /.test(line) },
+};
+
+/** The relevant lines of one log (at most `most`, the latest), then its last `tail` lines. */
+function excerpt(label, file, { what, relevant, startsRecord = () => true }, { tail = 15, most = 60 } = {}) {
+  if (!fs.existsSync(file)) return `--- ${label}: no log at ${file} ---`;
+  const lines = fs.readFileSync(file, "utf8").split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  const cut = Math.max(0, lines.length - tail);
+  const picked = [];
+  let keep = false;
+  let inRecord = false;
+  for (const line of lines.slice(0, cut)) {
+    const starts = startsRecord(line);
+    if (starts || !inRecord) keep = line.trim() !== "" && relevant(line);
+    inRecord ||= starts;
+    if (keep) picked.push(line);
+  }
+  const clip = (line) => (line.length > 500 ? `${line.slice(0, 500)}…` : line);
+  const out = [`--- ${label} (${file}): ${what} ---`];
+  if (picked.length > most) out.push(`[${picked.length - most} earlier ones left out]`);
+  out.push(...(picked.length ? picked.slice(-most) : ["[none]"]).map(clip));
+  out.push(`--- ${label}: its last ${lines.length - cut} lines ---`, ...lines.slice(cut).map(clip));
+  return out.join("\n");
+}
+
+/** For a failing step: what matters in every log the stack writes, and where to read the rest. */
+export function stackLogs(stack) {
+  const parts = [];
+  for (const p of stack.processes) parts.push(excerpt(p.name, p.logPath, p.name === "nginx" ? LOG_KINDS.nginxOutput : LOG_KINDS.hub));
+  for (const [name, p] of Object.entries(stack.postern)) parts.push(excerpt(`postern ${name}`, p.logPath, LOG_KINDS.postern));
+  parts.push(excerpt("nginx error log", path.join(stack.work, "nginx-error.log"), LOG_KINDS.nginxErrors));
+  parts.push(excerpt("nginx access log", path.join(stack.work, "nginx-access.log"), LOG_KINDS.nginxAccess, { tail: 10 }));
   return parts.join("\n");
 }
 
