@@ -117,10 +117,11 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
     });
     stack.ca = path.join(tls, "ca.pem");
 
-    // 2. Postern twice: the split deployment's API, and the one-origin variant. Each starts on a fresh
-    // database in the work directory, which the demo keeps.
+    // 2. Postern twice: the split deployment's API, and the one-origin variant. nginx (on loopback) is
+    // their trusted proxy: otherwise every browser would share nginx's address in the per-address
+    // login throttle. Each starts on a fresh database in the work directory, which the demo keeps.
     const hubCallback = stack.url("hub", "/hub/oauth_callback");
-    const extra = `tokens.access_token_lifetime = ${accessTokenLifetime}`;
+    const extra = `trusted_proxies = ["127.0.0.1"]\ntokens.access_token_lifetime = ${accessTokenLifetime}`;
     const posternDir = (name) => {
       const dir = path.join(work, `postern-${name}`);
       fs.rmSync(dir, { recursive: true, force: true });
