@@ -1,6 +1,8 @@
 // docker-compose.yml cannot be run here (no Docker engine), so it is validated: the file parses,
-// its required secrets are enforced, and Postern and the Hub inside it are configured with the
-// same settings the local demo uses — checked with the real `postern` binary.
+// its required secrets are enforced, Postern and the Hub inside it are configured with the same
+// settings the local demo uses — checked with the real `postern` binary —, Postern trusts nginx's
+// network as its proxy, nginx's configuration passes `nginx -t`, and the images pin the versions the
+// tests use.
 
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -22,15 +24,47 @@ function composeConfig(env) {
   });
 }
 
+/** The configuration as docker-compose resolves it, with the secrets set. */
+function resolvedCompose() {
+  const ok = composeConfig(secrets);
+  assert.equal(ok.status, 0, ok.stderr);
+  return JSON.parse(
+    execFileSync(venvPython, ["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"], { input: ok.stdout }),
+  );
+}
+
+/** Runs `body` with a temporary directory, removed afterwards. */
+function withTempDir(body) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "postern-compose-"));
+  try {
+    return body(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Whether an IPv4 address lies in a CIDR range. */
+function inRange(address, cidr) {
+  const number = (a) => a.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
+  const [base, bits] = cidr.split("/");
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(number(address) / size) === Math.floor(number(base) / size);
+}
+
+const read = (file) => fs.readFileSync(path.join(root, file), "utf8");
+
+/** The first group of `pattern`'s match in `text`, which must match. */
+function pinned(text, pattern, what) {
+  const match = pattern.exec(text);
+  assert.ok(match, `${what}: no match for ${pattern}`);
+  return match[1];
+}
+
 test("docker-compose.yml is valid and needs its secrets", () => {
   const missing = composeConfig({});
   assert.notEqual(missing.status, 0);
   assert.match(missing.stderr, /set HUB_CLIENT_SECRET/);
-  const ok = composeConfig(secrets);
-  assert.equal(ok.status, 0, ok.stderr);
-  const config = JSON.parse(
-    execFileSync(venvPython, ["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"], { input: ok.stdout }),
-  );
+  const config = resolvedCompose();
   assert.deepEqual(Object.keys(config.services).sort(), ["jupyterhub", "nginx", "postern"]);
   assert.ok(config.services.postern.volumes.some((v) => v.endsWith(":/var/lib/postern:rw") || v.includes("/var/lib/postern")));
   assert.deepEqual(Object.keys(config.volumes).sort(), ["hub-data", "postern-data"]);
@@ -39,22 +73,24 @@ test("docker-compose.yml is valid and needs its secrets", () => {
   assert.deepEqual(ports, ["8443:8443"]);
 
   // Postern's file plus the compose environment is a configuration the real binary accepts.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "postern-compose-"));
-  const env = { ...config.services.postern.environment, POSTERN_DATABASE: path.join(dir, "p.db"), PATH: process.env.PATH };
-  const list = spawnSync(posternBin, ["--config", path.join(root, "deploy", "postern.toml"), "client", "list"], { env, encoding: "utf8" });
-  assert.equal(list.status, 0, list.stderr);
+  withTempDir((dir) => {
+    const env = { ...config.services.postern.environment, POSTERN_DATABASE: path.join(dir, "p.db"), PATH: process.env.PATH };
+    const list = spawnSync(posternBin, ["--config", path.join(root, "deploy", "postern.toml"), "client", "list"], { env, encoding: "utf8" });
+    assert.equal(list.status, 0, list.stderr);
+  });
   for (const name of Object.keys(config.services.postern.environment)) assert.match(name, /^POSTERN_[A-Z_]+$/);
 });
 
 test("the compose Hub uses every setting `postern client add --jupyterhub` prints for the demo", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "postern-compose-"));
-  const config = path.join(dir, "postern.toml");
-  fs.writeFileSync(config, `issuer = "https://postern.example:8443"\ndatabase = "${path.join(dir, "p.db")}"\n`);
-  const printed = execFileSync(posternBin, [
-    "--config", config, "client", "add", "jupyterhub", "--jupyterhub",
-    "--redirect-uri", "https://hub.example:8443/hub/oauth_callback",
-    "--allowed-groups", "e2e-users", "--admin-groups", "hub-admins",
-  ], { encoding: "utf8" });
+  const printed = withTempDir((dir) => {
+    const config = path.join(dir, "postern.toml");
+    fs.writeFileSync(config, `issuer = "https://postern.example:8443"\ndatabase = "${path.join(dir, "p.db")}"\n`);
+    return execFileSync(posternBin, [
+      "--config", config, "client", "add", "jupyterhub", "--jupyterhub",
+      "--redirect-uri", "https://hub.example:8443/hub/oauth_callback",
+      "--allowed-groups", "e2e-users", "--admin-groups", "hub-admins",
+    ], { encoding: "utf8" });
+  });
   const settings = (text) => new Set([...text.matchAll(/^(c\.\w+\.\w+) = /gm)].map((m) => m[1]));
   const deployed = fs.readFileSync(path.join(root, "deploy", "jupyterhub_config.py"), "utf8");
   const missing = [...settings(printed)].filter((s) => !settings(deployed).has(s));
@@ -62,4 +98,74 @@ test("the compose Hub uses every setting `postern client add --jupyterhub` print
   for (const line of ['allowed_groups = {"e2e-users"}', 'admin_groups = {"hub-admins"}', 'username_claim = "preferred_username"']) {
     assert.ok(printed.includes(line) && deployed.includes(line), line);
   }
+});
+
+test("Postern believes X-Forwarded-For from nginx's network, and nginx has a fixed address on it", () => {
+  const config = resolvedCompose();
+  const [network] = config.networks.default.ipam.config;
+  const trusted = config.services.postern.environment.POSTERN_TRUSTED_PROXIES;
+  assert.ok(trusted, "POSTERN_TRUSTED_PROXIES is set");
+  assert.deepEqual(JSON.parse(trusted), [network.subnet]);
+  const nginx = config.services.nginx.networks.default.ipv4_address;
+  assert.ok(inRange(nginx, network.subnet), `nginx's ${nginx} is in ${network.subnet}`);
+  // Addresses Docker hands out come from ip_range: nginx's is never taken before nginx starts.
+  assert.ok(inRange(network.ip_range.split("/")[0], network.subnet) && !inRange(nginx, network.ip_range), JSON.stringify(network));
+  // Postern and nginx meet on that network (a service without `networks` is on the default one).
+  assert.ok(!config.services.postern.networks || "default" in config.services.postern.networks);
+});
+
+test("deploy/nginx.conf passes nginx -t with the certificates the README's test-ca command makes", () => {
+  const config = resolvedCompose();
+  const original = read("deploy/nginx.conf");
+  // Its upstreams are the compose services, at the ports they expose.
+  const upstreams = [...original.matchAll(/proxy_pass http:\/\/([\w-]+):(\d+);/g)];
+  assert.deepEqual(upstreams.map((m) => m[1]).sort(), ["jupyterhub", "postern"]);
+  for (const [, service, port] of upstreams) assert.ok(config.services[service].expose.map(String).includes(port), `${service}:${port}`);
+  // The certificates where docker-compose.yml mounts deploy/tls.
+  assert.ok(config.services.nginx.volumes.some((v) => /\/deploy\/tls:\/etc\/nginx\/tls(:ro)?$/.test(v)), "deploy/tls mounted");
+
+  withTempDir((dir) => {
+    execFileSync("cargo", ["xtask", "test-ca", "--out", path.join(dir, "tls"), "postern.example", "hub.example"], {
+      cwd: root,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    // nginx resolves upstream names as it loads; the compose services' names exist only on Docker's network.
+    const conf = original.replaceAll("/etc/nginx/tls/", `${dir}/tls/`).replace(/proxy_pass http:\/\/[\w-]+:/g, "proxy_pass http://127.0.0.1:");
+    fs.writeFileSync(path.join(dir, "default.conf"), conf);
+    // The nginx image's main configuration includes conf.d/*.conf inside `http`.
+    const temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `    ${t}_temp_path ${dir}/${t};`).join("\n");
+    fs.writeFileSync(
+      path.join(dir, "nginx.conf"),
+      `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents {}\nhttp {\n${temp}\n    include ${dir}/default.conf;\n}\n`,
+    );
+    const nginx = fs.existsSync("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
+    const check = spawnSync(nginx, ["-t", "-p", dir, "-e", path.join(dir, "error.log"), "-c", path.join(dir, "nginx.conf")], { encoding: "utf8" });
+    assert.equal(check.status, 0, check.stderr);
+    assert.match(check.stderr, /test is successful/);
+  });
+});
+
+test("the images build with the versions the tests use", () => {
+  const dockerfile = read("Dockerfile");
+  const trunkToml = read("Trunk.toml");
+  const setup = read("scripts/setup");
+  // wasm-bindgen's CLI must be the version of the crate in Cargo.lock, or the UI build fails.
+  const wasmBindgen = pinned(read("Cargo.lock"), /^name = "wasm-bindgen"\nversion = "([^"]+)"$/m, "Cargo.lock");
+  assert.equal(pinned(dockerfile, /cargo install [^\n]*wasm-bindgen-cli --version (\S+)/, "Dockerfile"), wasmBindgen, "Dockerfile");
+  assert.equal(pinned(trunkToml, /^wasm_bindgen = "([^"]+)"$/m, "Trunk.toml"), wasmBindgen, "Trunk.toml");
+  const trunk = pinned(setup, /^TRUNK_VERSION=(\S+)$/m, "scripts/setup");
+  assert.equal(pinned(dockerfile, /cargo install [^\n]*trunk --version (\S+)/, "Dockerfile"), trunk, "Dockerfile's trunk");
+  assert.equal(pinned(trunkToml, /^trunk-version = "=([^"]+)"$/m, "Trunk.toml"), trunk, "Trunk.toml's trunk");
+  const binaryen = pinned(setup, /^BINARYEN_VERSION=(\S+)$/m, "scripts/setup");
+  assert.equal(pinned(dockerfile, /binaryen@(\S+)/, "Dockerfile"), binaryen, "Dockerfile's binaryen");
+  assert.equal(pinned(trunkToml, /^wasm_opt = "version_(\d+)"$/m, "Trunk.toml"), binaryen.split(".")[0], "Trunk.toml's wasm-opt");
+
+  // The Hub's image: e2e/requirements.txt, and e2e/package.json's configurable-http-proxy on Node 20 or later.
+  const hub = read("deploy/jupyterhub.Dockerfile");
+  const requirements = pinned(hub, /^COPY e2e\/requirements\.txt (\S+)$/m, "deploy/jupyterhub.Dockerfile");
+  assert.match(hub, new RegExp(`pip install [^\\n]*-r ${requirements.replaceAll(".", "\\.")}`));
+  assert.doesNotMatch(hub, /pip install [^\n]*==/, "every Python package comes from the requirements file");
+  const chp = JSON.parse(read("e2e/package.json")).dependencies["configurable-http-proxy"];
+  assert.equal(pinned(hub, /configurable-http-proxy@(\S+)/, "deploy/jupyterhub.Dockerfile"), chp);
+  assert.ok(Number(pinned(hub, /^FROM node:(\d+)/m, "deploy/jupyterhub.Dockerfile")) >= 20, "Node 20 or later");
 });
