@@ -43,10 +43,10 @@ function withTempDir(body) {
   }
 }
 
-/** Whether an IPv4 address lies in a CIDR range. */
+/** Whether an IPv4 address lies in a CIDR range (a bare address is a /32). */
 function inRange(address, cidr) {
   const number = (a) => a.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
-  const [base, bits] = cidr.split("/");
+  const [base, bits = "32"] = cidr.split("/");
   const size = 2 ** (32 - Number(bits));
   return Math.floor(number(address) / size) === Math.floor(number(base) / size);
 }
@@ -103,11 +103,16 @@ test("the compose Hub uses every setting `postern client add --jupyterhub` print
 test("Postern believes X-Forwarded-For from nginx's network, and nginx has a fixed address on it", () => {
   const config = resolvedCompose();
   const [network] = config.networks.default.ipam.config;
-  const trusted = config.services.postern.environment.POSTERN_TRUSTED_PROXIES;
-  assert.ok(trusted, "POSTERN_TRUSTED_PROXIES is set");
-  assert.deepEqual(JSON.parse(trusted), [network.subnet]);
+  const trusted = JSON.parse(config.services.postern.environment.POSTERN_TRUSTED_PROXIES ?? "[]");
+  assert.ok(trusted.length, "POSTERN_TRUSTED_PROXIES is set");
   const nginx = config.services.nginx.networks.default.ipv4_address;
   assert.ok(inRange(nginx, network.subnet), `nginx's ${nginx} is in ${network.subnet}`);
+  // Every trusted range holds nginx and lies within its network: the subnet, or nginx's address alone.
+  const prefix = (cidr) => Number(cidr.split("/")[1] ?? 32);
+  for (const range of trusted) {
+    const inside = inRange(range.split("/")[0], network.subnet) && prefix(range) >= prefix(network.subnet);
+    assert.ok(inRange(nginx, range) && inside, `trusted ${range}: nginx ${nginx}, network ${network.subnet}`);
+  }
   // Addresses Docker hands out come from ip_range: nginx's is never taken before nginx starts.
   assert.ok(inRange(network.ip_range.split("/")[0], network.subnet) && !inRange(nginx, network.ip_range), JSON.stringify(network));
   // Postern and nginx meet on that network (a service without `networks` is on the default one).
