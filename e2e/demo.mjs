@@ -40,7 +40,7 @@ const watched = [
 let stopping = false;
 /** Stops everything and waits for it before exiting; a second Ctrl-C exits at once, killing what is left. */
 async function stop(code) {
-  if (stopping) process.exit(code);
+  if (stopping) process.exit(130);
   stopping = true;
   clearInterval(watch);
   console.error("Stopping the demo…");
