@@ -87,6 +87,9 @@ pub struct TokenResponse {
     /// A refresh token, when the client may have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Refresh-token lifetime in seconds, alongside a refresh token (not in RFC 6749; clients ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<u64>,
 }
 
 /// What the login page shows about a pending authorization request.
