@@ -8,6 +8,9 @@ pub const AUTHORIZATION_REQUEST_PATH: &str = "/api/authorization-requests";
 pub const LOGIN_PATH: &str = "/api/login";
 /// `GET` the [`UiConfig`] here, on the UI's own origin.
 pub const UI_CONFIG_PATH: &str = "/ui-config.json";
+/// The login UI's client-side routes besides `/`: served with the app's `index.html` and 200; any other
+/// unknown path gets the same page with 404. The frontend's router declares the same paths.
+pub const UI_ROUTES: [&str; 4] = ["/login", "/callback", "/error", "/signed-out"];
 
 /// What the login UI learns at run time: where the API is and how to present itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
