@@ -63,3 +63,17 @@ test("a login through trunk serve's proxy reaches the application", async () => 
   assert.deepEqual(unexpectedErrors(page).filter((e) => !e.includes("ws://")), []);
   await page.context().close();
 });
+
+test("trunk serve forwards every API path the UI can reach, not just the login's", async () => {
+  // Postern answers these with an error or a redirect; without a proxy the dev server would send the app's page.
+  for (const [method, path] of [
+    ["POST", "/revoke"],
+    ["POST", "/introspect"],
+    ["GET", "/end-session"],
+    ["GET", "/authorize/resume"],
+  ]) {
+    const r = await fetch(`${DEV}${path}`, { method, redirect: "manual" });
+    const body = await r.text();
+    assert.ok(r.status !== 200 && !body.includes("boot.js"), `${method} ${path} reached Postern: ${r.status} ${body.slice(0, 80)}`);
+  }
+});
