@@ -68,3 +68,19 @@ test("a login through trunk serve's proxy reaches the application", async () => 
   assert.deepEqual(unexpectedErrors(page).filter((e) => !e.includes("ws://")), []);
   await page.context().close();
 });
+
+test("trunk serve forwards every API path the UI can reach, not just the login's", async () => {
+  // Without a proxy the dev server answers these itself (the app's page, or 405 for a POST); Postern's
+  // answers carry its security headers, which the dev server never sends.
+  for (const [method, path, status] of [
+    ["POST", "/revoke", 400],
+    ["POST", "/introspect", 400],
+    ["GET", "/end-session", 303],
+    ["GET", "/authorize/resume", 400],
+  ]) {
+    const r = await fetch(`${DEV}${path}`, { method, redirect: "manual" });
+    assert.equal(r.status, status, `${method} ${path}`);
+    assert.equal(r.headers.get("x-frame-options"), "DENY", `${method} ${path} answered by Postern`);
+    if (path === "/end-session") assert.equal(r.headers.get("location"), `${DEV}/signed-out`);
+  }
+});

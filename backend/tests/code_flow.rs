@@ -77,6 +77,7 @@ async fn token_request_exactly_as_jupyterhub_sends_it() {
     for field in ["access_token", "id_token", "refresh_token", "expires_in", "scope"] {
         assert!(body.get(field).is_some(), "missing {field}");
     }
+    assert_eq!(body["refresh_token_expires_in"], 14 * 24 * 3600, "the refresh token's lifetime, for the UI to show");
     let info: Value = userinfo(&server, body["access_token"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(info["groups"], serde_json::json!(["e2e-users"]));
     assert_eq!(info["preferred_username"], "dave");

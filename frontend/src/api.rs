@@ -1,7 +1,9 @@
 //! Calls to Postern's API, with the `shared` types.
 
 use gloo_net::http::{Request, Response};
+use oauth2::PkceCodeVerifier;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use shared::{ErrorBody, ErrorCode, LoginRequest, LoginResponse, PendingRequest, TokenResponse, UiConfig};
 use web_sys::RequestCredentials;
 
@@ -63,14 +65,14 @@ pub async fn exchange_code(
     client_id: &str,
     code: &str,
     redirect_uri: &str,
-    verifier: &str,
+    verifier: &PkceCodeVerifier,
 ) -> Result<TokenResponse, String> {
     let form = form_urlencoded::Serializer::new(String::new())
         .append_pair("grant_type", "authorization_code")
         .append_pair("code", code)
         .append_pair("redirect_uri", redirect_uri)
         .append_pair("client_id", client_id)
-        .append_pair("code_verifier", verifier)
+        .append_pair("code_verifier", verifier.secret())
         .finish();
     let response = Request::post(&format!("{api}/token"))
         .header("Content-Type", "application/x-www-form-urlencoded")
@@ -79,6 +81,21 @@ pub async fn exchange_code(
         .send()
         .await
         .map_err(|e| e.to_string())?;
+    oauth_json(response).await
+}
+
+/// The parts of the provider's metadata (OIDC Discovery 1.0 §3) the UI uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    /// Where RP-initiated logout goes, when the provider offers it.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
+/// The provider's metadata, from the issuer's well-known address.
+pub async fn discovery(api: &str) -> Result<Discovery, String> {
+    let response =
+        Request::get(&format!("{api}/.well-known/openid-configuration")).send().await.map_err(|e| e.to_string())?;
     oauth_json(response).await
 }
 

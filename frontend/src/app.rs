@@ -24,15 +24,19 @@ pub fn App() -> impl IntoView {
     spawn_local(async move { set_config.set(Some(api::ui_config().await)) });
     move || match config.get() {
         None => view! { <p class="loading" aria-busy="true">"Loading…"</p> }.into_any(),
-        Some(Err(failure)) => view! {
-            <main class="page">
-                <section class="card">
-                    <h1>"Sign-in is unavailable"</h1>
-                    <p class="error-text">{failure.message}</p>
-                </section>
-            </main>
+        Some(Err(failure)) => {
+            // No configuration, so no product name: set_title falls back to "Postern".
+            set_title("Sign-in is unavailable");
+            view! {
+                <main class="page">
+                    <section class="card">
+                        <h1>"Sign-in is unavailable"</h1>
+                        <p class="error-text">{failure.message}</p>
+                    </section>
+                </main>
+            }
+            .into_any()
         }
-        .into_any(),
         Some(Ok(config)) => {
             provide_context(config.clone());
             view! { <Shell config=config/> }.into_any()
@@ -52,6 +56,7 @@ fn Shell(config: UiConfig) -> impl IntoView {
                 <a class="brand" href="/">{logo}<span>{config.product_name.clone()}</span></a>
             </header>
             <main class="page">
+                // Besides "/", the same paths as shared::UI_ROUTES, which `postern serve` answers with 200.
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=Home/>
                     <Route path=path!("/login") view=Login/>
@@ -60,7 +65,7 @@ fn Shell(config: UiConfig) -> impl IntoView {
                     <Route path=path!("/signed-out") view=SignedOut/>
                 </Routes>
             </main>
-            <footer class="bottom">"Secured by Postern"</footer>
+            <footer class="bottom">"Secured by " {config.product_name}</footer>
         </Router>
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod app;
+pub mod format;
 pub mod oidc;
 pub mod pages;

@@ -8,6 +8,9 @@ pub const AUTHORIZATION_REQUEST_PATH: &str = "/api/authorization-requests";
 pub const LOGIN_PATH: &str = "/api/login";
 /// `GET` the [`UiConfig`] here, on the UI's own origin.
 pub const UI_CONFIG_PATH: &str = "/ui-config.json";
+/// The login UI's client-side routes besides `/`: served with the app's `index.html` and 200; any other
+/// unknown path gets the same page with 404. The frontend's router declares the same paths.
+pub const UI_ROUTES: [&str; 4] = ["/login", "/callback", "/error", "/signed-out"];
 
 /// What the login UI learns at run time: where the API is and how to present itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ pub struct TokenResponse {
     /// A refresh token, when the client may have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Refresh-token lifetime in seconds, alongside a refresh token (not in RFC 6749; clients ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<u64>,
 }
 
 /// What the login page shows about a pending authorization request.

@@ -219,6 +219,7 @@ impl Issued {
             expires_in: self.access_lifetime,
             scope: self.scope,
             id_token,
+            refresh_token_expires_in: self.refresh_token.is_some().then_some(self.refresh_lifetime),
             refresh_token: self.refresh_token,
         })
     }

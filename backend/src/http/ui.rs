@@ -1,10 +1,10 @@
-//! The login UI: its run-time configuration and, when Postern serves it, the built files with a
-//! fallback to `index.html` for client-side routes (`/login?…`, `/callback?…`).
+//! The login UI: its run-time configuration and, when Postern serves it, the built files with
+//! `index.html` for client-side routes (`/login?…`, `/callback?…`) and, answered 404, unknown paths.
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::extract::{Request, State};
+use axum::handler::HandlerWithoutStateExt;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get_service;
 use axum::{Json, Router};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -47,15 +47,41 @@ pub fn content_security_policy(config: &Config) -> String {
     )
 }
 
-/// The built UI as a fallback service.
+/// The built UI: its files, the app's routes, and for any other path the app's page with 404
+/// (the app renders "not found"; crawlers and monitors see the status).
 pub fn static_files(config: &Config) -> Router<AppState> {
     let dir = &config.ui.dir;
     let csp = HeaderValue::from_str(&content_security_policy(config)).expect("the policy is ASCII");
-    let service =
-        ServeDir::new(dir).precompressed_br().precompressed_gzip().fallback(ServeFile::new(dir.join("index.html")));
-    Router::new()
-        .fallback_service(get_service(service))
+    let index = ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip();
+    let not_found = {
+        let index = index.clone();
+        move |request: Request| not_found_page(index.clone(), request)
+    };
+    let files = ServeDir::new(dir).precompressed_br().precompressed_gzip().fallback(not_found.into_service());
+    let mut router = Router::new();
+    for route in shared::UI_ROUTES {
+        router = router.route_service(route, index.clone());
+    }
+    router
+        .fallback_service(files)
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, csp))
         // File names carry no hash: revalidate every time (Last-Modified makes that cheap).
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+}
+
+/// `index.html` answered 404. Without the conditional and range headers: a 304 or 206 relabelled
+/// 404 would reach the browser as an empty or partial page.
+async fn not_found_page(mut index: ServeFile, mut request: Request) -> Response {
+    for name in
+        [header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE, header::IF_NONE_MATCH, header::IF_RANGE, header::RANGE]
+    {
+        request.headers_mut().remove(name);
+    }
+    match index.try_call(request).await {
+        Ok(response) => (StatusCode::NOT_FOUND, response).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the UI's index.html cannot be read");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }

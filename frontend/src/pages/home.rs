@@ -4,21 +4,16 @@ use leptos::prelude::*;
 use shared::UiConfig;
 
 use crate::app::set_title;
-use crate::oidc::{authorization_url, random_string, PendingSignIn, STORAGE_KEY};
-
-/// The UI's own callback URL on this origin.
-pub fn callback_url() -> String {
-    let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
-    format!("{origin}/callback")
-}
+use crate::oidc::{authorization_url, ui_url, PendingSignIn, STORAGE_KEY};
 
 fn start_sign_in(config: &UiConfig, client_id: &str) {
-    let pending = PendingSignIn { verifier: random_string(), state: random_string(), nonce: random_string() };
+    let pending = PendingSignIn::new();
     let Some(window) = web_sys::window() else { return };
     if let Ok(Some(storage)) = window.session_storage() {
         let _ = storage.set_item(STORAGE_KEY, &serde_json::to_string(&pending).unwrap_or_default());
     }
-    let _ = window.location().assign(&authorization_url(&config.api_base, client_id, &callback_url(), &pending));
+    let url = authorization_url(&config.api_base, client_id, &ui_url("/callback"), &pending);
+    let _ = window.location().assign(&url);
 }
 
 /// The start page.

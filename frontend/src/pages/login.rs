@@ -5,7 +5,7 @@ use leptos::html::Input;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_query_map;
-use shared::{LoginRequest, PendingRequest, UiConfig};
+use shared::{ErrorCode, LoginRequest, PendingRequest, StopReason, UiConfig};
 
 use crate::api::{self, Failure};
 use crate::app::set_title;
@@ -55,15 +55,30 @@ pub fn Login() -> impl IntoView {
     }
 }
 
+/// Which fields the current error is about, for `aria-invalid`.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Invalid {
+    username: bool,
+    password: bool,
+}
+
 #[component]
 fn LoginForm(request: PendingRequest, handle: String) -> impl IntoView {
     let api = expect_context::<UiConfig>().api_base;
     let (username, set_username) = signal(String::new());
     let (password, set_password) = signal(String::new());
     let (submitting, set_submitting) = signal(false);
+    // The request expired or was completed elsewhere: nothing typed here can succeed any more.
+    let (ended, set_ended) = signal(false);
     let (error, set_error) = signal(String::new());
+    let (invalid, set_invalid) = signal(Invalid::default());
     let username_input = NodeRef::<Input>::new();
     let password_input = NodeRef::<Input>::new();
+    let focus = |input: NodeRef<Input>| {
+        if let Some(input) = input.get_untracked() {
+            let _ = input.focus();
+        }
+    };
     // The form appears after the request loads, so the autofocus attribute alone may be too late.
     Effect::new(move |_| {
         if let Some(input) = username_input.get() {
@@ -73,7 +88,7 @@ fn LoginForm(request: PendingRequest, handle: String) -> impl IntoView {
 
     let on_submit = move |ev: SubmitEvent| {
         ev.prevent_default();
-        if submitting.get_untracked() {
+        if submitting.get_untracked() || ended.get_untracked() {
             return;
         }
         let body = LoginRequest {
@@ -81,11 +96,15 @@ fn LoginForm(request: PendingRequest, handle: String) -> impl IntoView {
             username: username.get_untracked(),
             password: password.get_untracked(),
         };
-        if body.username.trim().is_empty() || body.password.is_empty() {
+        let missing = Invalid { username: body.username.trim().is_empty(), password: body.password.is_empty() };
+        if missing != Invalid::default() {
             set_error.set("Enter your username and password.".into());
+            set_invalid.set(missing);
+            focus(if missing.username { username_input } else { password_input });
             return;
         }
         set_error.set(String::new());
+        set_invalid.set(Invalid::default());
         set_submitting.set(true);
         let api = api.clone();
         spawn_local(async move {
@@ -97,18 +116,44 @@ fn LoginForm(request: PendingRequest, handle: String) -> impl IntoView {
                     }
                 }
                 Err(failure) => {
-                    set_error.set(failure.message);
-                    set_password.set(String::new());
                     set_submitting.set(false);
-                    if let Some(input) = password_input.get_untracked() {
-                        let _ = input.focus();
+                    set_password.set(String::new());
+                    match failure.code {
+                        Some(ErrorCode::RequestNotFound) => {
+                            set_ended.set(true);
+                            set_error.set(expired_message());
+                        }
+                        code => {
+                            let both = code == Some(ErrorCode::InvalidCredentials);
+                            set_invalid.set(Invalid { username: both, password: both });
+                            set_error.set(failure.message);
+                            focus(password_input);
+                        }
                     }
                 }
             }
         });
     };
 
-    let scopes: Vec<&'static str> = request.scopes.iter().filter_map(|s| describe(s)).collect();
+    // aria-invalid is left out, rather than "false", while a field is fine.
+    let invalid_attr = move |pick: fn(Invalid) -> bool| move || pick(invalid.get()).then_some("true");
+    let consent = (!request.scopes.is_empty()).then(|| {
+        let items = request
+            .scopes
+            .into_iter()
+            .map(|scope| match describe(&scope) {
+                Some(words) => view! { <li>{words}</li> }.into_any(),
+                // A scope this page has no words for is still shown: nothing is granted unseen.
+                None => view! { <li><code>{scope}</code></li> }.into_any(),
+            })
+            .collect_view();
+        view! {
+            <div class="consent">
+                <p>"The application will be able to:"</p>
+                <ul class="scopes">{items}</ul>
+            </div>
+        }
+    });
     view! {
         <section class="card">
             <h1>"Sign in"</h1>
@@ -116,23 +161,30 @@ fn LoginForm(request: PendingRequest, handle: String) -> impl IntoView {
             <form on:submit=on_submit novalidate>
                 <label for="username">"Username"</label>
                 <input id="username" name="username" type="text" autocomplete="username" autocapitalize="none"
-                    spellcheck="false" required autofocus node_ref=username_input
+                    spellcheck="false" required autofocus node_ref=username_input aria-describedby="login-error"
+                    aria-invalid=invalid_attr(|i| i.username)
+                    disabled=move || ended.get()
                     prop:value=move || username.get()
                     on:input=move |ev| set_username.set(event_target_value(&ev))/>
                 <label for="password">"Password"</label>
                 <input id="password" name="password" type="password" autocomplete="current-password" required
-                    node_ref=password_input
+                    node_ref=password_input aria-describedby="login-error"
+                    aria-invalid=invalid_attr(|i| i.password)
+                    disabled=move || ended.get()
                     prop:value=move || password.get()
                     on:input=move |ev| set_password.set(event_target_value(&ev))/>
                 <p id="login-error" class="error-text" role="alert" aria-live="assertive">{move || error.get()}</p>
-                <button type="submit" disabled=move || submitting.get() aria-busy=move || submitting.get().to_string()>
+                <button type="submit" disabled=move || submitting.get() || ended.get()
+                    aria-busy=move || submitting.get().to_string()>
                     {move || if submitting.get() { "Signing in…" } else { "Sign in" }}
                 </button>
             </form>
-            <div class="consent">
-                <p>"The application will be able to:"</p>
-                <ul class="scopes">{scopes.into_iter().map(|s| view! { <li>{s}</li> }).collect_view()}</ul>
-            </div>
+            {consent}
         </section>
     }
+}
+
+/// What an expired request shows: the stop reason's words and the only way on.
+fn expired_message() -> String {
+    format!("{} Go back to the application and start again.", StopReason::RequestExpired.message())
 }
