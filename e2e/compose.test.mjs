@@ -100,7 +100,7 @@ test("the compose Hub uses every setting `postern client add --jupyterhub` print
   }
 });
 
-test("Postern believes X-Forwarded-For from nginx's network, and nginx has a fixed address on it", () => {
+test("Postern believes X-Forwarded-For from nginx alone, and nginx has a fixed address on its network", () => {
   const config = resolvedCompose();
   const [network] = config.networks.default.ipam.config;
   const trusted = JSON.parse(config.services.postern.environment.POSTERN_TRUSTED_PROXIES ?? "[]");

@@ -262,12 +262,12 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { username } => {
             let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
-            store.set_disabled(&username, true).await.map_err(|e| not_found(e, &username))?;
+            store.set_disabled(&username, true, now()).await.map_err(|e| not_found(e, &username))?;
             println!("disabled {username}");
         }
         UserCommand::Enable { username } => {
             let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
-            store.set_disabled(&username, false).await.map_err(|e| not_found(e, &username))?;
+            store.set_disabled(&username, false, now()).await.map_err(|e| not_found(e, &username))?;
             println!("enabled {username}");
         }
         UserCommand::Groups { username, groups, clear } => {

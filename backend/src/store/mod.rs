@@ -278,7 +278,7 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a user's password hash.
     async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
     /// Disables or enables a user; disabling also ends their sessions and revokes every grant.
-    async fn set_disabled(&self, username: &str, disabled: bool) -> StoreResult<()>;
+    async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()>;
     /// Replaces a user's groups.
     async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()>;
 

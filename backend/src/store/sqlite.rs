@@ -128,6 +128,31 @@ async fn insert_token(
     Ok(())
 }
 
+/// Revokes the grants whose `column` (`id` or `user_id`) is `value`. The grant rows stay as the record
+/// of the revocation; their live tokens go.
+async fn revoke_grants(
+    tx: &mut sqlx::SqliteConnection,
+    column: &str,
+    value: i64,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let grants = format!("SELECT id FROM grants WHERE {column} = ?");
+    sqlx::query(&format!("UPDATE grants SET revoked_at = ? WHERE {column} = ? AND revoked_at IS NULL"))
+        .bind(now)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DELETE FROM access_tokens WHERE grant_id IN ({grants})"))
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DELETE FROM refresh_tokens WHERE used_at IS NULL AND grant_id IN ({grants})"))
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User> {
@@ -180,17 +205,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_disabled(&self, username: &str, disabled: bool) -> StoreResult<()> {
+    async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()> {
         let id = self.user_id(username).await?;
         let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled).bind(id).execute(&mut *tx).await?;
         if disabled {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
             // Revoked, not merely refused while disabled: enabling the user again must not revive them.
-            sqlx::query("UPDATE grants SET revoked_at = unixepoch() WHERE user_id = ? AND revoked_at IS NULL")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            revoke_grants(&mut tx, "user_id", id, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -430,17 +452,7 @@ impl Store for SqliteStore {
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(grant_id)
-            .execute(&mut *tx)
-            .await?;
-        // The grant row stays as the record of the revocation; its tokens go.
-        sqlx::query("DELETE FROM access_tokens WHERE grant_id = ?").bind(grant_id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM refresh_tokens WHERE grant_id = ? AND used_at IS NULL")
-            .bind(grant_id)
-            .execute(&mut *tx)
-            .await?;
+        revoke_grants(&mut tx, "id", grant_id, now).await?;
         tx.commit().await?;
         Ok(())
     }
