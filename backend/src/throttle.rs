@@ -1,7 +1,9 @@
 //! Login throttling. Every attempt is counted before its password is checked (so a burst sent in
 //! parallel is counted as it arrives, not after argon2 has answered it) and forgiven when it succeeds.
 //! After a few free attempts each further one doubles the wait before the next, up to a cap; waits are
-//! answered with 429 and `Retry-After`, never with a lockout. Three tables:
+//! answered with 429 and `Retry-After`, never with a lockout. Counts leak away at a steady rate, so a
+//! busy shared address (a campus NAT) is never held back by its users' occasional typos, while a
+//! guesser gets only the leak rate. Three tables:
 //!
 //! - username and address together: one attacker guessing one account;
 //! - address alone, with more free attempts (a campus NAT shares one): one attacker spraying accounts;
@@ -16,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Records are forgotten after this long without an attempt.
+/// Records idle this long are dropped first when a table is full.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// An address the user signed in from stays trusted for the username this long.
 const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -26,15 +28,32 @@ const MAX_ENTRIES: usize = 100_000;
 /// How one table counts.
 #[derive(Clone, Copy)]
 struct Policy {
+    /// Attempts allowed before any wait.
     free: u32,
+    /// Longest wait.
     cap: Duration,
+    /// One counted attempt leaks away per this much time.
+    leak: Duration,
 }
 
 #[derive(Clone, Copy)]
 struct Record {
     attempts: u32,
+    /// When the count last leaked (or started).
+    leaked_at: Instant,
+    /// The last attempt, for dropping idle records.
     last: Instant,
     blocked_until: Instant,
+}
+
+impl Record {
+    fn leak(&mut self, every: Duration, now: Instant) {
+        let leaked = (now.duration_since(self.leaked_at).as_nanos() / every.as_nanos().max(1)) as u32;
+        if leaked > 0 {
+            self.attempts = self.attempts.saturating_sub(leaked);
+            self.leaked_at = if self.attempts == 0 { now } else { self.leaked_at + every * leaked };
+        }
+    }
 }
 
 struct Table<K> {
@@ -54,10 +73,13 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
     fn count(&mut self, key: &K, now: Instant) {
         make_room(&mut self.records, now, |r| r.last, FORGET_AFTER);
-        let r = self.records.entry(key.clone()).or_insert(Record { attempts: 0, last: now, blocked_until: now });
-        if now.duration_since(r.last) > FORGET_AFTER {
-            r.attempts = 0;
-        }
+        let r = self.records.entry(key.clone()).or_insert(Record {
+            attempts: 0,
+            leaked_at: now,
+            last: now,
+            blocked_until: now,
+        });
+        r.leak(self.policy.leak, now);
         r.attempts += 1;
         r.last = now;
         if r.attempts > self.policy.free {
@@ -139,9 +161,9 @@ impl LoginThrottle {
     pub fn new(cap: Duration, user_cap: Duration) -> Self {
         Self {
             tables: Mutex::new(Tables {
-                pairs: Table::new(Policy { free: 3, cap }),
-                addresses: Table::new(Policy { free: 20, cap }),
-                users: Table::new(Policy { free: 10, cap: user_cap }),
+                pairs: Table::new(Policy { free: 3, cap, leak: Duration::from_secs(300) }),
+                addresses: Table::new(Policy { free: 20, cap, leak: Duration::from_secs(15) }),
+                users: Table::new(Policy { free: 10, cap: user_cap, leak: Duration::from_secs(60) }),
                 known: HashMap::new(),
             }),
         }
@@ -258,5 +280,26 @@ mod tests {
         fail(&t, "v", "::ffff:192.0.2.50", 2);
         fail(&t, "v", "192.0.2.50", 2);
         assert!(t.attempt(&user("v"), ip("192.0.2.50")).is_err());
+    }
+
+    #[test]
+    fn counts_leak_away_so_occasional_typos_never_add_up() {
+        let mut table = Table::new(Policy { free: 2, cap: Duration::from_secs(60), leak: Duration::from_secs(10) });
+        let start = Instant::now();
+        // One attempt every 10 s, for ever: each leaks away before the next.
+        for n in 0..100u32 {
+            let now = start + Duration::from_secs(10 * u64::from(n));
+            assert_eq!(table.wait(&"k", now), None, "attempt {n}");
+            table.count(&"k", now);
+        }
+        // Three at once are one too many; 10 s later one has leaked and the next goes through.
+        let now = start + Duration::from_secs(2000);
+        for _ in 0..3 {
+            table.count(&"k", now);
+        }
+        assert!(table.wait(&"k", now).is_some());
+        table.records.get_mut(&"k").unwrap().blocked_until = now; // the wait itself has passed
+        table.count(&"k", now + Duration::from_secs(21));
+        assert_eq!(table.records[&"k"].attempts, 2, "three, two leaked, one added");
     }
 }

@@ -260,7 +260,7 @@ async fn start_postern(root: &Path, core: Option<usize>) -> anyhow::Result<Targe
     fs::write(
         &config,
         format!(
-            "issuer = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n\n[ui]\ndir = \"{}\"\n\
+            "issuer = \"{base}\"\ntrusted_proxies = [\"127.0.0.1\"]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n\n[ui]\ndir = \"{}\"\n\
              self_test_client = false\n\n[clients.{CLIENT_ID}]\nsecret = \"{CLIENT_SECRET}\"\n\
              redirect_uris = [\"{REDIRECT}\"]\n",
             dir.0.join("postern.db").display(),
@@ -412,7 +412,12 @@ async fn follow_to_client(
 }
 
 /// The full browser login from a fresh browser; returns (code, verifier, the browser's cookies).
-async fn full_login(http: &reqwest::Client, t: &Target, user: &str) -> anyhow::Result<(String, String, Cookies)> {
+async fn full_login(
+    http: &reqwest::Client,
+    t: &Target,
+    user: &str,
+    address: &str,
+) -> anyhow::Result<(String, String, Cookies)> {
     let (verifier, challenge) = pkce();
     let mut cookies = Cookies::default();
     let start = http.get(t.authorize_url(&challenge)).send().await?;
@@ -424,6 +429,7 @@ async fn full_login(http: &reqwest::Client, t: &Target, user: &str) -> anyhow::R
             let done = http
                 .post(format!("{}/api/login", t.base))
                 .header("origin", &t.base)
+                .header("x-forwarded-for", address)
                 .json(&serde_json::json!({"request": param(&login_page, "request")?, "username": user, "password": PASSWORD}))
                 .send()
                 .await?;
@@ -501,6 +507,10 @@ async fn userinfo(http: &reqwest::Client, t: &Target, access_token: &str, user: 
 #[derive(Clone, Default)]
 struct Worker {
     user: String,
+    /// The address this virtual browser signs in from (`X-Forwarded-For`; Postern trusts the generator as
+    /// its proxy), as real browsers each have their own: one address for all would meet the
+    /// per-address login throttle.
+    address: String,
     cookies: Cookies,
     access: String,
     refresh: String,
@@ -540,7 +550,7 @@ async fn one(scenario: Scenario, http: &reqwest::Client, t: &Target, w: &mut Wor
             w.refresh = rotated.to_owned();
         }
         Scenario::FullLogin => {
-            let (code, verifier, _) = full_login(http, t, &w.user).await?;
+            let (code, verifier, _) = full_login(http, t, &w.user, &w.address).await?;
             let tokens = exchange(http, t, &code, &verifier).await?;
             userinfo(http, t, tokens["access_token"].as_str().unwrap_or_default(), &w.user).await?;
         }
@@ -611,9 +621,13 @@ async fn prepare(scenario: Scenario, t: &Arc<Target>, n: usize, seconds: f64) ->
         let t = t.clone();
         tasks.push(tokio::spawn(async move {
             let http = http_client();
-            let mut w = Worker { user: format!("user{}", i % USERS), ..Default::default() };
+            let mut w = Worker {
+                user: format!("user{}", i % USERS),
+                address: format!("10.0.{}.{}", i / 250, i % 250 + 1),
+                ..Default::default()
+            };
             if matches!(scenario, Scenario::Userinfo | Scenario::CodeExchange | Scenario::Refresh) {
-                let (code, verifier, cookies) = full_login(&http, &t, &w.user).await?;
+                let (code, verifier, cookies) = full_login(&http, &t, &w.user, &w.address).await?;
                 let tokens = exchange(&http, &t, &code, &verifier).await?;
                 w.cookies = cookies;
                 w.access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
