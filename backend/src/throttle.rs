@@ -130,7 +130,7 @@ fn address_key(address: IpAddr) -> IpAddr {
 /// Who an attempt tries to be: a user at the login API, or a client authenticating with its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
-    /// A username as typed (lowercased).
+    /// A normalised username (empty for any name no account can have).
     User(String),
     /// A client id.
     Client(String),

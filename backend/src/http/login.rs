@@ -74,15 +74,17 @@ pub async fn login(
 
     // One answer for an unknown user, a wrong password and a disabled account, and the same
     // argon2 work for each, so neither the response nor its timing tells them apart.
-    // Counted before the password is checked, so that a burst sent in parallel is held back too.
-    let subject = Subject::User(login.username.to_lowercase());
+    // Counted before the password is checked, so that a burst sent in parallel is held back too. Names
+    // no account can have share one key, so that the throttle's tables stay small whatever is sent.
+    let username = normalize_username(&login.username).ok();
+    let subject = Subject::User(username.clone().unwrap_or_default());
     if let Err(wait) = state.throttle.attempt(&subject, ip) {
         tracing::info!(target: "audit", event = "login_failed", reason = "throttled", client_id = %request.client_id, %ip);
         return Err(Error::Throttled { seconds: retry_after(wait), oauth: false });
     }
-    let user = match normalize_username(&login.username) {
-        Ok(name) => state.store.user_by_name(&name).await?,
-        Err(_) => None,
+    let user = match &username {
+        Some(name) => state.store.user_by_name(name).await?,
+        None => None,
     };
     let password_ok = state.passwords.verify(login.password, user.as_ref().map(|u| u.password_hash.clone())).await;
     let user = match user {
