@@ -240,8 +240,8 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
             let password = read_secret("Password")?;
             let hash = passwords(config)?.hash(password).await;
-            store.set_password(&username, &hash).await.map_err(|e| not_found(e, &username))?;
-            println!("password of {username} changed");
+            store.set_password(&username, &hash, now()).await.map_err(|e| not_found(e, &username))?;
+            println!("password of {username} changed; their sessions ended and their tokens were revoked");
         }
         UserCommand::List => {
             let mut out = std::io::stdout().lock();

@@ -91,6 +91,8 @@ pub struct TokenConfig {
     pub access_token_lifetime: u64,
     /// Lifetime of a refresh token; every rotation starts a new one.
     pub refresh_token_lifetime: u64,
+    /// Longest a refresh-token family lives, from the sign-in that started it: rotation never extends it.
+    pub refresh_max_lifetime: u64,
     /// Lifetime of an authorization code (at most 60).
     pub code_lifetime: u64,
     /// How long the login page may take to complete a pending authorization request.
@@ -103,6 +105,7 @@ impl Default for TokenConfig {
             signing_alg: Algorithm::RS256,
             access_token_lifetime: 900,
             refresh_token_lifetime: 14 * 24 * 3600,
+            refresh_max_lifetime: 30 * 24 * 3600,
             code_lifetime: 60,
             login_request_lifetime: 600,
         }
@@ -263,6 +266,7 @@ impl Config {
         for (key, value) in [
             ("tokens.access_token_lifetime", t.access_token_lifetime),
             ("tokens.refresh_token_lifetime", t.refresh_token_lifetime),
+            ("tokens.refresh_max_lifetime", t.refresh_max_lifetime),
             ("tokens.login_request_lifetime", t.login_request_lifetime),
             ("session.lifetime", self.session.lifetime),
             ("session.idle_timeout", self.session.idle_timeout),

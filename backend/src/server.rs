@@ -12,6 +12,7 @@ use crate::keys::{Algorithm, KeySet, Keys};
 use crate::password::Passwords;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::throttle::Throttle;
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -23,6 +24,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    warn_about_wide_proxy_ranges(&config);
     let store = open_store(&config).await?;
     let passwords = Passwords::new(&config.argon2).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     sync_config_clients(store.as_ref(), &config, &passwords, now()).await?;
@@ -43,7 +45,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         keys: keys.clone(),
         passwords,
         ui_available,
-        throttle: Arc::default(),
+        login_throttle: Arc::new(Throttle::logins(Duration::from_secs(15 * 60), Duration::from_secs(60))),
+        client_throttle: Arc::new(Throttle::client_secrets()),
         verified_secrets: Arc::default(),
     };
     tokio::spawn(purge_periodically(store.clone()));
@@ -56,8 +59,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Any client inside a trusted range can claim any address in `X-Forwarded-For`, escaping the
+/// per-address throttle: a range should hold the proxies, not a network of clients.
+fn warn_about_wide_proxy_ranges(config: &Config) {
+    for range in &config.trusted_proxies {
+        // More than 256 addresses: wider than a /24 (IPv4) or a /120 (IPv6).
+        let wide = match range {
+            ipnet::IpNet::V4(v4) => v4.prefix_len() < 24,
+            ipnet::IpNet::V6(v6) => v6.prefix_len() < 120,
+        };
+        if wide {
+            tracing::warn!(
+                %range,
+                "trusted_proxies holds a wide range: anything in it can claim any client address; list the proxies' own addresses"
+            );
+        }
+    }
+}
+
 async fn purge_periodically(store: Arc<dyn Store>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    // Often enough that a flood of expired pending requests never piles up for long.
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
         if let Err(e) = store.purge_expired(now()).await {

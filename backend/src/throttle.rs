@@ -1,59 +1,90 @@
-//! Login throttling. Every attempt is counted before its password is checked (so a burst sent in
-//! parallel is counted as it arrives, not after argon2 has answered it) and forgiven when it succeeds.
-//! After a few free attempts each further one doubles the wait before the next, up to a cap; waits are
-//! answered with 429 and `Retry-After`, never with a lockout. Counts leak away at a steady rate, so a
-//! busy shared address (a campus NAT) is never held back by its users' occasional typos, while a
-//! guesser gets only the leak rate. Three tables:
+//! Throttling of password and client-secret checks. Only failures count: an attempt is admitted while
+//! the failures already counted plus the attempts still being checked stay within a key's free budget,
+//! so a burst of wrong guesses sent in parallel gets no more checks than that budget, while a burst of
+//! correct sign-ins (a class behind one campus NAT) waits its turn, in arrival order, instead of being
+//! refused. Past the free budget each failure doubles the wait before the next attempt (1 s, 2 s, …, up
+//! to a cap), answered with 429 and `Retry-After`, never with a lockout. Failures leak away at a steady
+//! rate, so occasional typos never add up while a guesser gets only the leak rate.
 //!
+//! Sign-ins ([`Throttle::logins`]) are counted in three tables:
 //! - username and address together: one attacker guessing one account;
 //! - address alone, with more free attempts (a campus NAT shares one): one attacker spraying accounts;
 //! - username alone, with a short cap: many addresses guessing one account. It does not hold back an
-//!   address the user has recently signed in from, so an attacker cannot keep the user out.
+//!   address the user has signed in from since the last restart, so an attacker cannot keep them out.
+//!
+//! Client secrets ([`Throttle::client_secrets`]) have their own throttle, counted per client and
+//! address and per address, never per client alone: nobody can make the Hub's own `/token` calls wait by
+//! sending wrong secrets for it from elsewhere, nor block the Hub's address through the login API.
 //!
 //! Addresses are grouped as an attacker gets them: IPv4 per address, IPv6 per /64.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Records idle this long are dropped first when a table is full.
-const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// An address the user signed in from stays trusted for the username this long.
+use tokio::sync::Notify;
+
+/// An address the user signed in from stays trusted for the username this long (or until a restart).
 const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Entries kept at most per table; the stale ones go when full, then the oldest half.
+/// Records kept at most per table; when full, the least-blocked go first.
 const MAX_ENTRIES: usize = 100_000;
+/// Longest an attempt waits for the attempts ahead of it before it is told to come back later.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(20);
+/// Attempts waiting at most from one address, and in all.
+const MAX_WAITING_PER_ADDRESS: usize = 512;
+const MAX_WAITING: usize = 4096;
+/// Waiters look again this often even when nothing ends (failures leak away with time).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// How one table counts.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Policy {
-    /// Attempts allowed before any wait.
+    /// Failures allowed before any wait; also the most attempts checked at once.
     free: u32,
     /// Longest wait.
     cap: Duration,
-    /// One counted attempt leaks away per this much time.
+    /// One counted failure leaks away per this much time.
     leak: Duration,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Record {
-    attempts: u32,
+    failures: u32,
+    /// Attempts admitted and not yet answered.
+    in_flight: u32,
     /// When the count last leaked (or started).
     leaked_at: Instant,
-    /// The last attempt, for dropping idle records.
-    last: Instant,
     blocked_until: Instant,
 }
 
 impl Record {
+    fn new(now: Instant) -> Self {
+        Self { failures: 0, in_flight: 0, leaked_at: now, blocked_until: now }
+    }
+
     fn leak(&mut self, every: Duration, now: Instant) {
-        let leaked = (now.duration_since(self.leaked_at).as_nanos() / every.as_nanos().max(1)) as u32;
+        let leaked = (now.saturating_duration_since(self.leaked_at).as_nanos() / every.as_nanos().max(1)) as u32;
         if leaked > 0 {
-            self.attempts = self.attempts.saturating_sub(leaked);
-            self.leaked_at = if self.attempts == 0 { now } else { self.leaked_at + every * leaked };
+            self.failures = self.failures.saturating_sub(leaked);
+            self.leaked_at = if self.failures == 0 { now } else { self.leaked_at + every * leaked };
         }
     }
+
+    /// Holds nothing worth keeping: the same as no record at all.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.failures == 0 && self.in_flight == 0 && self.blocked_until <= now
+    }
+}
+
+/// What a table says of one more attempt.
+enum Verdict {
+    Admit,
+    /// Attempts ahead of it must end first.
+    Wait,
+    /// Too many failures: come back after this long.
+    Refuse(Duration),
 }
 
 struct Table<K> {
@@ -66,55 +97,90 @@ impl<K: Hash + Eq + Clone> Table<K> {
         Self { policy, records: HashMap::new() }
     }
 
-    fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
-        let r = self.records.get(key)?;
-        (r.blocked_until > now).then(|| r.blocked_until - now)
-    }
-
-    fn count(&mut self, key: &K, now: Instant) {
-        make_room(&mut self.records, now, |r| r.last, FORGET_AFTER);
-        let r = self.records.entry(key.clone()).or_insert(Record {
-            attempts: 0,
-            leaked_at: now,
-            last: now,
-            blocked_until: now,
-        });
+    fn verdict(&mut self, key: &K, now: Instant) -> Verdict {
+        let Some(r) = self.records.get_mut(key) else {
+            return Verdict::Admit;
+        };
         r.leak(self.policy.leak, now);
-        r.attempts += 1;
-        r.last = now;
-        if r.attempts > self.policy.free {
-            let exponent = (r.attempts - self.policy.free - 1).min(16);
-            r.blocked_until = now + Duration::from_secs(1u64 << exponent).min(self.policy.cap);
+        if r.blocked_until > now {
+            return Verdict::Refuse(r.blocked_until - now);
+        }
+        // Within the budget, as many at once as failures could still be afforded; past it, one at a time.
+        let room =
+            if r.failures < self.policy.free { r.failures + r.in_flight < self.policy.free } else { r.in_flight == 0 };
+        if room {
+            Verdict::Admit
+        } else {
+            Verdict::Wait
         }
     }
 
-    /// Takes back one counted attempt, and any wait it caused.
-    fn forgive(&mut self, key: &K, now: Instant) {
-        if let Some(r) = self.records.get_mut(key) {
-            r.attempts = r.attempts.saturating_sub(1);
-            if r.attempts <= self.policy.free {
+    fn admit(&mut self, key: &K, now: Instant) {
+        self.make_room(now);
+        self.records.entry(key.clone()).or_insert_with(|| Record::new(now)).in_flight += 1;
+    }
+
+    /// Ends an admitted attempt: a failure is counted, a success clears (`clear`) or leaves the count.
+    fn end(&mut self, key: &K, outcome: Outcome, now: Instant) {
+        let Some(r) = self.records.get_mut(key) else { return };
+        r.in_flight = r.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Failed => {
+                r.leak(self.policy.leak, now);
+                r.failures += 1;
+                if r.failures >= self.policy.free {
+                    let exponent = (r.failures - self.policy.free).min(16);
+                    r.blocked_until = now + Duration::from_secs(1u64 << exponent).min(self.policy.cap);
+                }
+            }
+            Outcome::Cleared => {
+                r.failures = 0;
                 r.blocked_until = now;
             }
+            Outcome::Unjudged => {}
         }
+        if r.is_idle(now) {
+            self.records.remove(key);
+        }
+    }
+
+    /// Keeps the table under [`MAX_ENTRIES`]: drops records that hold nothing, then the least-blocked
+    /// half, so that flooding the table with fresh keys cannot reset the counts of a blocked one.
+    fn make_room(&mut self, now: Instant) {
+        if self.records.len() < MAX_ENTRIES {
+            return;
+        }
+        let policy = self.policy;
+        self.records.retain(|_, r| {
+            r.leak(policy.leak, now);
+            !r.is_idle(now)
+        });
+        if self.records.len() < MAX_ENTRIES / 2 {
+            return;
+        }
+        let mut ranks: Vec<(Instant, u32)> =
+            self.records.values().filter(|r| r.in_flight == 0).map(|r| (r.blocked_until, r.failures)).collect();
+        if ranks.is_empty() {
+            return;
+        }
+        let middle = ranks.len() / 2;
+        let (_, median, _) = ranks.select_nth_unstable(middle);
+        let median = *median;
+        self.records.retain(|_, r| r.in_flight > 0 || (r.blocked_until, r.failures) > median);
     }
 }
 
-/// Keeps a map under [`MAX_ENTRIES`]: drops entries idle for `stale`, then the older half.
-fn make_room<K: Hash + Eq, V>(map: &mut HashMap<K, V>, now: Instant, last: impl Fn(&V) -> Instant, stale: Duration) {
-    if map.len() < MAX_ENTRIES {
-        return;
-    }
-    map.retain(|_, v| now.duration_since(last(v)) < stale);
-    if map.len() >= MAX_ENTRIES / 2 {
-        let mut ages: Vec<Instant> = map.values().map(&last).collect();
-        let (_, median, _) = ages.select_nth_unstable(map.len() / 2);
-        let median = *median;
-        map.retain(|_, v| last(v) > median);
-    }
+#[derive(Clone, Copy)]
+enum Outcome {
+    Failed,
+    /// Succeeded: the key's failures are forgiven.
+    Cleared,
+    /// Succeeded for a key shared by others (an address), or ended without an answer: nothing counted.
+    Unjudged,
 }
 
 /// The part of an address one attacker controls: IPv4 addresses one by one, IPv6 by /64.
-fn address_key(address: IpAddr) -> IpAddr {
+pub fn network(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -127,79 +193,258 @@ fn address_key(address: IpAddr) -> IpAddr {
     }
 }
 
-/// Who an attempt tries to be: a user at the login API, or a client authenticating with its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subject {
-    /// A normalised username (empty for any name no account can have).
-    User(String),
-    /// A client id.
-    Client(String),
+/// The keys one attempt is counted under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Keys {
+    name: String,
+    address: IpAddr,
+    /// Whether the name-alone table holds it back (not from an address the name signed in from).
+    by_name: bool,
 }
 
-struct Tables {
-    pairs: Table<(Subject, IpAddr)>,
+impl Keys {
+    fn overlap(&self, other: &Keys) -> bool {
+        self.address == other.address || (self.by_name && other.by_name && self.name == other.name)
+    }
+}
+
+struct State {
+    pairs: Table<(String, IpAddr)>,
     addresses: Table<IpAddr>,
-    users: Table<Subject>,
-    /// (subject, address) → last successful sign-in from there.
-    known: HashMap<(Subject, IpAddr), Instant>,
+    /// Absent for client secrets: never counted per client alone.
+    names: Option<Table<String>>,
+    /// (name, address) → last successful sign-in from there.
+    known: HashMap<(String, IpAddr), Instant>,
+    /// Attempts waiting for their turn, oldest first.
+    waiting: VecDeque<(u64, Keys)>,
+    next_ticket: u64,
 }
 
-/// Counts sign-in attempts by username and client address, and says how long the next must wait.
-pub struct LoginThrottle {
-    tables: Mutex<Tables>,
-}
+impl State {
+    fn verdict(&mut self, keys: &Keys, now: Instant) -> Verdict {
+        let pair = (keys.name.clone(), keys.address);
+        let mut verdicts = vec![self.pairs.verdict(&pair, now), self.addresses.verdict(&keys.address, now)];
+        if let (true, Some(names)) = (keys.by_name, self.names.as_mut()) {
+            verdicts.push(names.verdict(&keys.name, now));
+        }
+        let refusal = verdicts.iter().filter_map(|v| if let Verdict::Refuse(d) = v { Some(*d) } else { None }).max();
+        match refusal {
+            Some(wait) => Verdict::Refuse(wait),
+            None if verdicts.iter().any(|v| matches!(v, Verdict::Wait)) => Verdict::Wait,
+            None => Verdict::Admit,
+        }
+    }
 
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        Self::new(Duration::from_secs(15 * 60), Duration::from_secs(60))
+    fn admit(&mut self, keys: &Keys, now: Instant) {
+        self.pairs.admit(&(keys.name.clone(), keys.address), now);
+        self.addresses.admit(&keys.address, now);
+        if let (true, Some(names)) = (keys.by_name, self.names.as_mut()) {
+            names.admit(&keys.name, now);
+        }
+    }
+
+    fn end(&mut self, keys: &Keys, succeeded: Option<bool>, now: Instant) {
+        let (own, shared) = match succeeded {
+            Some(true) => (Outcome::Cleared, Outcome::Unjudged),
+            Some(false) => (Outcome::Failed, Outcome::Failed),
+            None => (Outcome::Unjudged, Outcome::Unjudged),
+        };
+        let pair = (keys.name.clone(), keys.address);
+        self.pairs.end(&pair, own, now);
+        self.addresses.end(&keys.address, shared, now);
+        if let (true, Some(names)) = (keys.by_name, self.names.as_mut()) {
+            names.end(&keys.name, own, now);
+        }
+        if succeeded == Some(true) && self.names.is_some() {
+            if self.known.len() >= MAX_ENTRIES {
+                self.known.retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
+            }
+            if self.known.len() < MAX_ENTRIES {
+                self.known.insert(pair, now);
+            }
+        }
+    }
+
+    fn ahead(&self, keys: &Keys, ticket: u64) -> bool {
+        self.waiting.iter().take_while(|(t, _)| *t < ticket).any(|(_, k)| k.overlap(keys))
+    }
+
+    fn leave_queue(&mut self, ticket: u64) {
+        if let Some(i) = self.waiting.iter().position(|(t, _)| *t == ticket) {
+            self.waiting.remove(i);
+        }
     }
 }
 
-impl LoginThrottle {
-    /// `cap` bounds the wait of an address (alone or with a username); `user_cap` the wait that a
-    /// username alone imposes on unfamiliar addresses (short: anyone can cause it).
-    pub fn new(cap: Duration, user_cap: Duration) -> Self {
+/// Why an attempt was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many failed attempts: the next may come after this long.
+    Failures(Duration),
+    /// Too many attempts at once from one address (none of them judged yet): come back after this long.
+    Busy(Duration),
+}
+
+/// Counts failed attempts by name and address, and admits, queues or refuses each new one.
+pub struct Throttle {
+    state: Mutex<State>,
+    /// Woken whenever an attempt ends, so that the queue moves.
+    ended: Notify,
+    max_wait: Duration,
+}
+
+impl Throttle {
+    /// The throttle of password sign-ins. `cap` bounds the wait of an address (alone or with a
+    /// username); `name_cap` the wait that a username alone imposes on unfamiliar addresses (short:
+    /// anyone can cause it).
+    pub fn logins(cap: Duration, name_cap: Duration) -> Self {
+        Self::new(
+            Policy { free: 3, cap, leak: Duration::from_secs(300) },
+            Policy { free: 20, cap, leak: Duration::from_secs(15) },
+            Some(Policy { free: 10, cap: name_cap, leak: Duration::from_secs(60) }),
+        )
+    }
+
+    /// The throttle of client secrets: per client and address, and per address; never per client alone.
+    pub fn client_secrets() -> Self {
+        let cap = Duration::from_secs(15 * 60);
+        Self::new(
+            Policy { free: 5, cap, leak: Duration::from_secs(60) },
+            Policy { free: 20, cap, leak: Duration::from_secs(15) },
+            None,
+        )
+    }
+
+    fn new(pairs: Policy, addresses: Policy, names: Option<Policy>) -> Self {
         Self {
-            tables: Mutex::new(Tables {
-                pairs: Table::new(Policy { free: 3, cap, leak: Duration::from_secs(300) }),
-                addresses: Table::new(Policy { free: 20, cap, leak: Duration::from_secs(15) }),
-                users: Table::new(Policy { free: 10, cap: user_cap, leak: Duration::from_secs(60) }),
+            state: Mutex::new(State {
+                pairs: Table::new(pairs),
+                addresses: Table::new(addresses),
+                names: names.map(Table::new),
                 known: HashMap::new(),
+                waiting: VecDeque::new(),
+                next_ticket: 0,
             }),
+            ended: Notify::new(),
+            max_wait: MAX_QUEUE_WAIT,
         }
     }
 
-    /// Counts an attempt to sign in as `subject` from `address`, or says how long it must wait first.
-    /// A counted attempt stays counted unless [`LoginThrottle::succeeded`] forgives it.
-    pub fn attempt(&self, subject: &Subject, address: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
-        let address = address_key(address);
-        let pair = (subject.clone(), address);
-        let mut t = self.tables.lock().expect("not poisoned");
-        let known = t.known.get(&pair).is_some_and(|at| now.duration_since(*at) < KNOWN_FOR);
-        let user_wait = if known { None } else { t.users.wait(&pair.0, now) };
-        let wait = [t.pairs.wait(&pair, now), t.addresses.wait(&address, now), user_wait].into_iter().flatten().max();
-        if let Some(wait) = wait {
-            return Err(wait);
-        }
-        t.pairs.count(&pair, now);
-        t.addresses.count(&address, now);
-        t.users.count(&pair.0, now);
-        Ok(())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("not poisoned")
     }
 
-    /// A counted attempt succeeded: the username's failures are cleared, the address's attempt is
-    /// taken back, and the address becomes one the user is known to sign in from.
-    pub fn succeeded(&self, subject: &Subject, address: IpAddr) {
+    /// Asks to check a secret for `name` (a normalised username, or a client id) from `address`.
+    /// Waits while attempts ahead of it are being checked; the returned [`Attempt`] must be ended
+    /// with [`Attempt::succeeded`] or [`Attempt::failed`] (dropping it counts nothing).
+    pub async fn attempt(self: &Arc<Self>, name: &str, address: IpAddr) -> Result<Attempt, Refusal> {
+        let address = network(address);
         let now = Instant::now();
-        let address = address_key(address);
-        let pair = (subject.clone(), address);
-        let mut t = self.tables.lock().expect("not poisoned");
-        t.pairs.records.remove(&pair);
-        t.users.records.remove(subject);
-        t.addresses.forgive(&address, now);
-        make_room(&mut t.known, now, |at| *at, KNOWN_FOR);
-        t.known.insert(pair, now);
+        let deadline = now + self.max_wait;
+        let mut keys = Keys { name: name.to_owned(), address, by_name: true };
+        let ticket = {
+            let mut s = self.lock();
+            keys.by_name = s.names.is_some()
+                && s.known.get(&(keys.name.clone(), address)).is_none_or(|at| now.duration_since(*at) >= KNOWN_FOR);
+            match s.verdict(&keys, now) {
+                Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
+                Verdict::Admit if !s.ahead(&keys, u64::MAX) => {
+                    s.admit(&keys, now);
+                    return Ok(Attempt { throttle: self.clone(), keys, ended: false });
+                }
+                _ => {}
+            }
+            let from_here = s.waiting.iter().filter(|(_, k)| k.address == address).count();
+            if s.waiting.len() >= MAX_WAITING || from_here >= MAX_WAITING_PER_ADDRESS {
+                return Err(Refusal::Busy(Duration::from_secs(5)));
+            }
+            let ticket = s.next_ticket;
+            s.next_ticket += 1;
+            s.waiting.push_back((ticket, keys.clone()));
+            ticket
+        };
+        // Leaves the queue however this future ends (answered, timed out, or dropped with its request).
+        let mut queued = Queued { throttle: self, ticket: Some(ticket) };
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            {
+                let now = Instant::now();
+                let mut s = self.lock();
+                match s.verdict(&keys, now) {
+                    Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
+                    Verdict::Admit if !s.ahead(&keys, ticket) => {
+                        s.leave_queue(ticket);
+                        s.admit(&keys, now);
+                        drop(s);
+                        queued.ticket = None;
+                        // Those behind it may be waiting for other keys that are free.
+                        self.ended.notify_waiters();
+                        return Ok(Attempt { throttle: self.clone(), keys, ended: false });
+                    }
+                    _ if now >= deadline => return Err(Refusal::Busy(Duration::from_secs(5))),
+                    _ => {}
+                }
+            }
+            let _ = tokio::time::timeout(RECHECK.min(deadline.saturating_duration_since(Instant::now())), ended).await;
+        }
+    }
+
+    /// Attempts queued now (for tests and metrics).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+/// Takes a waiter out of the queue when its future ends without being admitted.
+struct Queued<'a> {
+    throttle: &'a Throttle,
+    /// `None` once admitted (it left the queue then).
+    ticket: Option<u64>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.throttle.lock().leave_queue(ticket);
+            self.throttle.ended.notify_waiters();
+        }
+    }
+}
+
+/// An admitted attempt, counted as in flight until it ends.
+pub struct Attempt {
+    throttle: Arc<Throttle>,
+    keys: Keys,
+    ended: bool,
+}
+
+impl Attempt {
+    /// The secret was right: the name's failures are forgiven, and the address becomes one the name is
+    /// known to sign in from. The address's own count is left as it was.
+    pub fn succeeded(mut self) {
+        self.end(Some(true));
+    }
+
+    /// The secret was wrong (or the name unknown): one failure counted under every key.
+    pub fn failed(mut self) {
+        self.end(Some(false));
+    }
+
+    fn end(&mut self, succeeded: Option<bool>) {
+        if !self.ended {
+            self.ended = true;
+            self.throttle.lock().end(&self.keys, succeeded, Instant::now());
+            self.throttle.ended.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Attempt {
+    /// An attempt that ended without an answer (its request failed elsewhere) counts nothing.
+    fn drop(&mut self) {
+        self.end(None);
     }
 }
 
@@ -211,95 +456,211 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn user(name: &str) -> Subject {
-        Subject::User(name.to_owned())
+    fn logins() -> Arc<Throttle> {
+        Arc::new(Throttle::logins(Duration::from_secs(15 * 60), Duration::from_secs(60)))
     }
 
-    fn fail(t: &LoginThrottle, name: &str, address: &str, times: u32) {
+    async fn fail(t: &Arc<Throttle>, name: &str, address: &str, times: u32) {
         for i in 0..times {
-            assert!(t.attempt(&user(name), ip(address)).is_ok(), "attempt {i} of {times} for {name} from {address}");
+            t.attempt(name, ip(address))
+                .await
+                .unwrap_or_else(|e| panic!("attempt {i} of {times} for {name} from {address}: {e:?}"))
+                .failed();
         }
     }
 
-    #[test]
-    fn one_address_guessing_one_user_backs_off_exponentially_up_to_the_cap() {
-        let t = LoginThrottle::new(Duration::from_secs(8), Duration::from_secs(4));
-        fail(&t, "u", "192.0.2.1", 4);
-        let first = t.attempt(&user("u"), ip("192.0.2.1")).unwrap_err();
+    #[tokio::test]
+    async fn one_address_guessing_one_user_backs_off_exponentially_up_to_the_cap() {
+        let t = Arc::new(Throttle::logins(Duration::from_secs(8), Duration::from_secs(4)));
+        fail(&t, "u", "192.0.2.1", 3).await;
+        let Err(Refusal::Failures(first)) = t.attempt("u", ip("192.0.2.1")).await else { panic!("not refused") };
         assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(900), "{first:?}");
-        assert!(t.attempt(&user("other"), ip("192.0.2.2")).is_ok(), "others are unaffected");
-        assert!(t.attempt(&Subject::Client("u".into()), ip("192.0.2.3")).is_ok(), "a client is not a user");
+        assert!(t.attempt("other", ip("192.0.2.2")).await.is_ok(), "others are unaffected");
+        // The wait has passed; the next failure doubles it.
+        t.lock().pairs.records.get_mut(&("u".into(), ip("192.0.2.1"))).unwrap().blocked_until = Instant::now();
+        t.attempt("u", ip("192.0.2.1")).await.unwrap().failed();
+        let Err(Refusal::Failures(second)) = t.attempt("u", ip("192.0.2.1")).await else { panic!() };
+        assert!(second > Duration::from_millis(1900), "doubled: {second:?}");
     }
 
-    #[test]
-    fn a_parallel_burst_is_counted_before_any_password_is_checked() {
-        // Nothing has been answered yet, so nothing has failed; the fifth attempt still waits.
-        let t = LoginThrottle::default();
-        fail(&t, "u", "192.0.2.1", 4);
-        assert!(t.attempt(&user("u"), ip("192.0.2.1")).is_err());
+    #[tokio::test]
+    async fn a_parallel_burst_of_wrong_guesses_gets_only_the_free_budget_checked() {
+        let t = logins();
+        // Ten guesses at once: three are admitted; the others queue, then meet the back-off.
+        let pending: Vec<_> = (0..10)
+            .map(|_| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let attempt = t.attempt("u", ip("192.0.2.1")).await?;
+                    tokio::time::sleep(Duration::from_millis(10)).await; // the password check
+                    attempt.failed();
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut checked = 0;
+        for p in pending {
+            match p.await.unwrap() {
+                Ok(()) => checked += 1,
+                Err(Refusal::Failures(_)) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(checked, 3, "no more checks than the free budget");
     }
 
-    #[test]
-    fn success_forgives_so_a_shared_address_is_not_held_back_by_its_users_signing_in() {
-        let t = LoginThrottle::default();
-        for n in 0..100 {
-            let name = format!("student{n}");
-            assert!(t.attempt(&Subject::User(name.clone()), ip("198.51.100.7")).is_ok(), "sign-in {n}");
-            t.succeeded(&Subject::User(name.clone()), ip("198.51.100.7"));
+    #[tokio::test]
+    async fn correct_sign_ins_arriving_together_from_one_address_all_get_through() {
+        let t = logins();
+        let mut tasks = Vec::new();
+        for n in 0..60 {
+            let t = t.clone();
+            tasks.push(tokio::spawn(async move {
+                let attempt = t.attempt(&format!("student{n}"), ip("198.51.100.7")).await?;
+                tokio::time::sleep(Duration::from_millis(20)).await; // the password check
+                attempt.succeeded();
+                Ok::<_, Refusal>(())
+            }));
+        }
+        for (n, task) in tasks.into_iter().enumerate() {
+            task.await.unwrap().unwrap_or_else(|e| panic!("student{n}: {e:?}"));
+        }
+        assert_eq!(t.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_are_admitted_in_arrival_order() {
+        let t = logins();
+        // Twenty in flight from one address fill its budget; the next ones queue.
+        let held: Vec<_> = futures_join((0..20).map(|n| t.attempt_owned(format!("s{n}"), "203.0.113.5"))).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for n in 0..5 {
+            let (late, order) = (t.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let a = late.attempt(&format!("late{n}"), ip("203.0.113.5")).await.unwrap();
+                order.lock().unwrap().push(n);
+                a.succeeded();
+            }));
+            tokio::task::yield_now().await;
+            while t.waiting() < n + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for a in held {
+            a.succeeded();
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    impl Throttle {
+        async fn attempt_owned(self: &Arc<Self>, name: String, address: &str) -> Attempt {
+            self.attempt(&name, ip(address)).await.unwrap()
         }
     }
 
-    #[test]
-    fn spraying_many_users_from_one_address_is_held_back() {
-        let t = LoginThrottle::default();
-        for n in 0..21 {
-            assert!(t.attempt(&user(&format!("user{n}")), ip("203.0.113.9")).is_ok(), "attempt {n}");
+    async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+        let mut out = Vec::new();
+        for f in futures {
+            out.push(f.await);
         }
-        assert!(t.attempt(&user("user99"), ip("203.0.113.9")).is_err());
+        out
     }
 
-    #[test]
-    fn many_addresses_guessing_one_user_do_not_lock_the_user_out_where_they_signed_in_before() {
-        let t = LoginThrottle::default();
-        t.attempt(&user("ada"), ip("192.0.2.10")).unwrap();
-        t.succeeded(&user("ada"), ip("192.0.2.10"));
-        for n in 0..11 {
-            t.attempt(&user("ada"), ip(&format!("203.0.113.{n}"))).unwrap();
-        }
-        assert!(t.attempt(&user("ada"), ip("203.0.113.200")).is_err(), "unfamiliar addresses wait");
-        assert!(t.attempt(&user("ada"), ip("192.0.2.10")).is_ok(), "the user's own address does not");
+    #[tokio::test]
+    async fn a_queue_that_does_not_move_ends_with_busy_not_failed() {
+        let mut t = Throttle::logins(Duration::from_secs(60), Duration::from_secs(60));
+        t.max_wait = Duration::from_millis(50);
+        let t = Arc::new(t);
+        let _held: Vec<_> = futures_join((0..20).map(|n| t.attempt_owned(format!("s{n}"), "203.0.113.6"))).await;
+        assert!(matches!(t.attempt("late", ip("203.0.113.6")).await, Err(Refusal::Busy(_))));
+        assert_eq!(t.waiting(), 0, "the waiter left the queue");
     }
 
-    #[test]
-    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
-        let t = LoginThrottle::default();
-        fail(&t, "u", "2001:db8:1:2::1", 2);
-        fail(&t, "u", "2001:db8:1:2::ffff", 2);
-        assert!(t.attempt(&user("u"), ip("2001:db8:1:2:abcd::9")).is_err(), "one /64 is one attacker");
-        assert!(t.attempt(&user("u"), ip("2001:db8:1:3::1")).is_ok());
-        fail(&t, "v", "::ffff:192.0.2.50", 2);
-        fail(&t, "v", "192.0.2.50", 2);
-        assert!(t.attempt(&user("v"), ip("192.0.2.50")).is_err());
+    #[tokio::test]
+    async fn spraying_many_users_from_one_address_is_held_back() {
+        let t = logins();
+        for n in 0..20 {
+            t.attempt(&format!("user{n}"), ip("203.0.113.9")).await.unwrap().failed();
+        }
+        assert!(matches!(t.attempt("user99", ip("203.0.113.9")).await, Err(Refusal::Failures(_))));
+    }
+
+    #[tokio::test]
+    async fn many_addresses_guessing_one_user_do_not_lock_the_user_out_where_they_signed_in_before() {
+        let t = logins();
+        t.attempt("ada", ip("192.0.2.10")).await.unwrap().succeeded();
+        for n in 0..10 {
+            t.attempt("ada", ip(&format!("203.0.113.{n}"))).await.unwrap().failed();
+        }
+        assert!(t.attempt("ada", ip("203.0.113.200")).await.is_err(), "unfamiliar addresses wait");
+        assert!(t.attempt("ada", ip("192.0.2.10")).await.is_ok(), "the user's own address does not");
+    }
+
+    #[tokio::test]
+    async fn client_secrets_are_never_throttled_per_client_alone() {
+        let t = Arc::new(Throttle::client_secrets());
+        for n in 0..12u8 {
+            for _ in 0..5 {
+                if let Ok(a) = t.attempt("jupyterhub", ip(&format!("203.0.113.{n}"))).await {
+                    a.failed();
+                }
+            }
+        }
+        assert!(t.attempt("jupyterhub", ip("203.0.113.0")).await.is_err(), "the guessing address waits");
+        assert!(t.attempt("jupyterhub", ip("192.0.2.80")).await.is_ok(), "the Hub's address does not");
+    }
+
+    #[tokio::test]
+    async fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let t = logins();
+        fail(&t, "u", "2001:db8:1:2::1", 2).await;
+        fail(&t, "u", "2001:db8:1:2::ffff", 1).await;
+        assert!(t.attempt("u", ip("2001:db8:1:2:abcd::9")).await.is_err(), "one /64 is one attacker");
+        assert!(t.attempt("u", ip("2001:db8:1:3::1")).await.is_ok());
+        fail(&t, "v", "::ffff:192.0.2.50", 2).await;
+        fail(&t, "v", "192.0.2.50", 1).await;
+        assert!(t.attempt("v", ip("192.0.2.50")).await.is_err());
     }
 
     #[test]
     fn counts_leak_away_so_occasional_typos_never_add_up() {
         let mut table = Table::new(Policy { free: 2, cap: Duration::from_secs(60), leak: Duration::from_secs(10) });
         let start = Instant::now();
-        // One attempt every 10 s, for ever: each leaks away before the next.
+        // One failure every 10 s, for ever: each leaks away before the next.
         for n in 0..100u32 {
             let now = start + Duration::from_secs(10 * u64::from(n));
-            assert_eq!(table.wait(&"k", now), None, "attempt {n}");
-            table.count(&"k", now);
+            assert!(matches!(table.verdict(&"k", now), Verdict::Admit), "attempt {n}");
+            table.admit(&"k", now);
+            table.end(&"k", Outcome::Failed, now);
         }
-        // Three at once are one too many; 10 s later one has leaked and the next goes through.
         let now = start + Duration::from_secs(2000);
-        for _ in 0..3 {
-            table.count(&"k", now);
+        for _ in 0..2 {
+            table.admit(&"k", now);
+            table.end(&"k", Outcome::Failed, now);
         }
-        assert!(table.wait(&"k", now).is_some());
-        table.records.get_mut(&"k").unwrap().blocked_until = now; // the wait itself has passed
-        table.count(&"k", now + Duration::from_secs(21));
-        assert_eq!(table.records[&"k"].attempts, 2, "three, two leaked, one added");
+        assert!(matches!(table.verdict(&"k", now), Verdict::Refuse(_)));
+        assert!(matches!(table.verdict(&"k", now + Duration::from_secs(11)), Verdict::Admit), "one leaked");
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_blocked_first() {
+        let mut table = Table::new(Policy { free: 1, cap: Duration::from_secs(600), leak: Duration::from_secs(600) });
+        let now = Instant::now();
+        // The victim's record is well blocked; a flood of fresh keys with one failure each follows.
+        for _ in 0..5 {
+            table.admit(&0u32, now);
+            table.end(&0u32, Outcome::Failed, now);
+        }
+        for k in 1..=MAX_ENTRIES as u32 + 10 {
+            table.admit(&k, now);
+            table.end(&k, Outcome::Failed, now);
+        }
+        assert!(table.records.len() <= MAX_ENTRIES);
+        assert!(matches!(table.verdict(&0, now), Verdict::Refuse(_)), "the victim's count survives");
     }
 }

@@ -238,6 +238,22 @@ tokens.access_token_lifetime = 2"#,
         Expect::Stopped(StopReason::UnknownClient),
     ));
     cases.push(get(
+        "client_id twice after another repeat",
+        authorize(&|p: &mut Pairs| {
+            p.push(("state".into(), "again".into()));
+            p.push(("client_id".into(), "jupyterhub".into()));
+        }),
+        Expect::Stopped(StopReason::UnknownClient),
+    ));
+    cases.push(get(
+        "redirect_uri twice after another repeat",
+        authorize(&|p: &mut Pairs| {
+            p.push(("scope".into(), "openid".into()));
+            p.push(("redirect_uri".into(), HUB_CALLBACK.into()));
+        }),
+        Expect::Stopped(StopReason::InvalidRedirectUri),
+    ));
+    cases.push(get(
         "SQL in client_id",
         authorize(&set("client_id", "' OR '1'='1".into())),
         Expect::Stopped(StopReason::UnknownClient),

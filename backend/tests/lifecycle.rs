@@ -61,6 +61,10 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     assert!(
         matches!(widen, Err(RequestTokenError::ServerResponse(ref e)) if *e.error() == BasicErrorResponseType::InvalidScope)
     );
+    // The narrowing was that response's alone: the refresh token kept the grant's scope (RFC 6749 §6).
+    let restored = refresh(&client, &r3).await.unwrap();
+    let info: Value = userinfo(&server, restored.access_token().secret()).await.json().await.unwrap();
+    assert_eq!(info["name"], "Test User", "profile is back: {info}");
 
     // Reusing r1 (already rotated) revokes everything of this grant, r3 included.
     assert_eq!(refresh(&client, &r1).await.unwrap_err(), BasicErrorResponseType::InvalidGrant);
@@ -76,6 +80,55 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         refresh(&client, other.refresh_token().unwrap().secret()).await.is_ok(),
         "the failed theft changed nothing"
     );
+}
+
+#[tokio::test]
+async fn a_password_change_ends_the_sessions_and_tokens_the_old_password_started() {
+    let server = Server::start("");
+    server.add_user("pia", &[]);
+    server.add_user("quentin", &[]);
+    let client = hub_client(&server);
+    let browser = browser();
+    let auth = authorization(&client, &[]);
+    let back = login(&browser, &server, &auth.url, "pia", PASSWORD).await;
+    let tokens = exchange(&client, &back, auth.verifier).await;
+    let bystander = sign_in(&server, &client, "quentin").await;
+
+    let out = server.cli(&["user", "set-password", "pia"], "a brand new password\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 401);
+    assert_eq!(
+        refresh(&client, tokens.refresh_token().unwrap().secret()).await.unwrap_err(),
+        BasicErrorResponseType::InvalidGrant
+    );
+    // The session is gone: the next authorization shows the form, where only the new password works.
+    let auth = authorization(&client, &[]);
+    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    assert_eq!(login_page.path(), "/login", "the session ended");
+    let handle = query(&login_page, "request").unwrap();
+    assert_eq!(submit_login(&browser, &server, &handle, "pia", PASSWORD).await.status(), 401);
+    assert_eq!(submit_login(&browser, &server, &handle, "pia", "a brand new password").await.status(), 200);
+    // Nobody else's tokens were touched.
+    assert_eq!(userinfo(&server, bystander.access_token().secret()).await.status(), 200);
+    assert!(refresh(&client, bystander.refresh_token().unwrap().secret()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_refresh_family_ends_at_its_absolute_lifetime_whatever_the_rotations() {
+    let server = Server::start("tokens.refresh_max_lifetime = 3");
+    server.add_user("rae", &[]);
+    let client = hub_client(&server);
+    let mut token = sign_in(&server, &client, "rae").await.refresh_token().unwrap().secret().clone();
+    token = refresh(&client, &token).await.unwrap().refresh_token().unwrap().secret().clone();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        refresh(&client, &token).await.unwrap_err(),
+        BasicErrorResponseType::InvalidGrant,
+        "rotation did not extend it"
+    );
+    // A new sign-in starts a new family.
+    let fresh = sign_in(&server, &client, "rae").await;
+    assert!(refresh(&client, fresh.refresh_token().unwrap().secret()).await.is_ok());
 }
 
 #[tokio::test]

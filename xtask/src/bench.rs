@@ -60,18 +60,23 @@ pub enum Scenario {
     CodeExchange,
     /// Refresh-token grants, rotating every time.
     Refresh,
-    /// Authorize, log in with the password (argon2id), redeem the code, call userinfo.
+    /// Authorize, log in with the password (argon2id), redeem the code, call userinfo; every virtual
+    /// browser from its own address.
     FullLogin,
+    /// The same with every virtual browser behind one address (a class behind a campus NAT): Postern's
+    /// per-address throttle must queue them, never refuse them.
+    FullLoginOneAddress,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Discovery,
         Scenario::Jwks,
         Scenario::Userinfo,
         Scenario::CodeExchange,
         Scenario::Refresh,
         Scenario::FullLogin,
+        Scenario::FullLoginOneAddress,
     ];
 
     fn name(self) -> &'static str {
@@ -82,6 +87,7 @@ impl Scenario {
             Scenario::CodeExchange => "code exchange (/token)",
             Scenario::Refresh => "refresh (/token)",
             Scenario::FullLogin => "full login flow",
+            Scenario::FullLoginOneAddress => "full login flow, one address",
         }
     }
 }
@@ -508,8 +514,7 @@ async fn userinfo(http: &reqwest::Client, t: &Target, access_token: &str, user: 
 struct Worker {
     user: String,
     /// The address this virtual browser signs in from (`X-Forwarded-For`; Postern trusts the generator as
-    /// its proxy), as real browsers each have their own: one address for all would meet the
-    /// per-address login throttle.
+    /// its proxy): its own, or the one all share.
     address: String,
     cookies: Cookies,
     access: String,
@@ -549,7 +554,7 @@ async fn one(scenario: Scenario, http: &reqwest::Client, t: &Target, w: &mut Wor
             ensure!(rotated != w.refresh, "the refresh token was not rotated");
             w.refresh = rotated.to_owned();
         }
-        Scenario::FullLogin => {
+        Scenario::FullLogin | Scenario::FullLoginOneAddress => {
             let (code, verifier, _) = full_login(http, t, &w.user, &w.address).await?;
             let tokens = exchange(http, t, &code, &verifier).await?;
             userinfo(http, t, tokens["access_token"].as_str().unwrap_or_default(), &w.user).await?;
@@ -623,7 +628,11 @@ async fn prepare(scenario: Scenario, t: &Arc<Target>, n: usize, seconds: f64) ->
             let http = http_client();
             let mut w = Worker {
                 user: format!("user{}", i % USERS),
-                address: format!("10.0.{}.{}", i / 250, i % 250 + 1),
+                address: if scenario == Scenario::FullLoginOneAddress {
+                    "198.51.100.7".to_owned()
+                } else {
+                    format!("10.0.{}.{}", i / 250, i % 250 + 1)
+                },
                 ..Default::default()
             };
             if matches!(scenario, Scenario::Userinfo | Scenario::CodeExchange | Scenario::Refresh) {
@@ -829,7 +838,9 @@ fn print_table(r: &Report) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in r.results.iter().filter(|s| s.server == "postern") {
         let floor = match s.scenario {
-            "full login flow" => format!("{:.0} % of argon2", 100.0 * s.throughput / r.argon2_verify_per_s_one_core),
+            "full login flow" | "full login flow, one address" => {
+                format!("{:.0} % of argon2", 100.0 * s.throughput / r.argon2_verify_per_s_one_core)
+            }
             "code exchange (/token)" | "refresh (/token)" => {
                 format!("{:.0} % of signing", 100.0 * s.throughput / r.signatures_per_s_one_core)
             }

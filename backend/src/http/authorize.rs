@@ -7,11 +7,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use url::Url;
 
+use super::client_ip::ClientIp;
 use super::error::{no_store, OAuthCode};
 use super::params::Params;
 use super::{now, session, AppState, Error};
 use crate::claims::parse_scope;
-use crate::store::{AuthorizationRequest, Client, NewGrant, Timestamp};
+use crate::store::{AuthorizationRequest, Client, NewGrant, PendingLimits, Timestamp};
 use crate::tokens;
 use shared::StopReason;
 
@@ -31,6 +32,14 @@ pub(super) const AUTHORIZE_PARAMS: &[&str] = &[
     "request",
     "request_uri",
 ];
+
+/// Longest `state` accepted (a client's own opaque value; JupyterHub's is about 100 characters).
+const MAX_STATE_LEN: usize = 1024;
+/// Longest `nonce` accepted.
+const MAX_NONCE_LEN: usize = 256;
+/// Pending sign-ins one network and one browser may hold: a class behind one NAT fits many times over,
+/// while a flood from a few addresses stays a few thousand rows, purged as they expire.
+const PENDING_LIMITS: PendingLimits = PendingLimits { per_network: 1000, per_browser: 16 };
 
 /// `GET /authorize/resume?ticket=…`: the browser's top-level visit after a successful login. Sets the
 /// SSO session cookie on this origin and sends the browser on to the client with a code.
@@ -60,18 +69,24 @@ pub async fn resume(
 /// `GET /authorize`.
 pub async fn authorize_get(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Error> {
-    authorize(state, headers, Params::parse(query.unwrap_or_default().as_bytes(), AUTHORIZE_PARAMS)).await
+    authorize(state, ip, headers, Params::parse(query.unwrap_or_default().as_bytes(), AUTHORIZE_PARAMS)).await
 }
 
 /// `POST /authorize` with a form body (OIDC Core §3.1.2.1).
-pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
     if !super::params::is_form(&headers) {
         return Err(state.stop(StopReason::InvalidRequest));
     }
-    authorize(state, headers, Params::parse(&body, AUTHORIZE_PARAMS)).await
+    authorize(state, ip, headers, Params::parse(&body, AUTHORIZE_PARAMS)).await
 }
 
 /// Where errors go once client and redirect URI are trusted.
@@ -127,9 +142,14 @@ fn parse_prompt(value: Option<&str>) -> Result<Prompt, String> {
     Ok(Prompt { none, login: values.contains(&"login") })
 }
 
-async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Result<Response, Error> {
+async fn authorize(
+    state: AppState,
+    ip: std::net::IpAddr,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, Error> {
     // 1. Who is asking, and where would the answer go? Until both are trusted, nothing is redirected.
-    if params.duplicate() == Some("client_id") {
+    if params.is_repeated("client_id") {
         return Err(state.stop(StopReason::UnknownClient));
     }
     let client = match params.get("client_id") {
@@ -140,7 +160,7 @@ async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Resul
         return Err(state.stop(StopReason::UnknownClient));
     };
     let redirect_uri = match params.get("redirect_uri") {
-        Some(uri) if params.duplicate() != Some("redirect_uri") && client.redirect_uris.iter().any(|r| r == uri) => uri,
+        Some(uri) if !params.is_repeated("redirect_uri") && client.redirect_uris.iter().any(|r| r == uri) => uri,
         _ => return Err(state.stop(StopReason::InvalidRedirectUri)),
     };
 
@@ -148,7 +168,8 @@ async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Resul
     let reply = Reply {
         issuer: state.config.issuer_id(),
         redirect_uri,
-        state: params.get("state").filter(|_| params.duplicate() != Some("state")),
+        // A repeated or over-long state is not echoed: it is not the client's.
+        state: params.get("state").filter(|s| !params.is_repeated("state") && s.len() <= MAX_STATE_LEN),
     };
     let validated = match validate(&client, &params) {
         Ok(v) => v,
@@ -175,9 +196,14 @@ async fn authorize(state: AppState, headers: HeaderMap, params: Params) -> Resul
     let request = AuthorizationRequest {
         expires_at: now + state.config.tokens.login_request_lifetime as i64,
         browser_hash: Some(tokens::hash(&browser)),
+        client_network: Some(crate::throttle::network(ip).to_string()),
         ..validated.into_request(&client, tokens::handle_key(&handle), now)
     };
-    state.store.insert_authorization_request(&request).await?;
+    if !state.store.insert_authorization_request(&request, PENDING_LIMITS, now).await? {
+        tracing::info!(target: "audit", event = "authorize_refused", reason = "too_many_pending", client_id = %client.id, %ip);
+        let description = "too many sign-ins are waiting from this network; try again in a few minutes";
+        return Ok(reply.error(OAuthCode::TemporarilyUnavailable, description));
+    }
     let login = with_query(&state.config.ui_page("/login"), &[("request", &handle)]);
     let mut response = see_other(&login);
     if let Some(cookie) = set_cookie {
@@ -209,6 +235,7 @@ impl Validated {
             code_challenge: self.code_challenge,
             expires_at: now,
             browser_hash: None,
+            client_network: None,
         }
     }
 }
@@ -221,6 +248,12 @@ pub(super) fn validate(client: &Client, params: &Params) -> Result<Validated, (O
     }
     if let Some(key) = params.oversized() {
         return Err((InvalidRequest, format!("the parameter {key} is too long")));
+    }
+    if params.get("state").is_some_and(|s| s.len() > MAX_STATE_LEN) {
+        return Err((InvalidRequest, format!("state is too long (at most {MAX_STATE_LEN} characters)")));
+    }
+    if params.get("nonce").is_some_and(|n| n.len() > MAX_NONCE_LEN) {
+        return Err((InvalidRequest, format!("nonce is too long (at most {MAX_NONCE_LEN} characters)")));
     }
     if params.get("request").is_some() {
         return bad(RequestNotSupported, "request objects are not supported");

@@ -5,13 +5,16 @@ use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
 
-use super::error::{retry_after, OAuthCode};
+use subtle::ConstantTimeEq;
+
+use super::error::OAuthCode;
 use super::params::Params;
 use super::{AppState, Error};
 use crate::store::Client;
-use crate::throttle::Subject;
 
 /// Credentials from an `Authorization: Basic` header, form-urldecoded as RFC 6749 §2.3.1 requires.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,8 +47,10 @@ fn invalid_client(description: &str) -> Error {
     Error::oauth(OAuthCode::InvalidClient, description)
 }
 
-/// Authenticates the client of a token request by whichever single method it used. Failed secrets
-/// are throttled per client and address like failed logins, so they cannot queue unlimited argon2 work.
+/// Authenticates the client of a token request by whichever single method it used. A secret already
+/// verified is accepted from memory; the first check of a secret is made once however many requests
+/// carry it at the same moment (the Hub's concurrent code exchanges after a restart), and only wrong
+/// secrets count against the client's throttle, per client and address.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params, ip: IpAddr) -> Result<Client, Error> {
     let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => None,
@@ -74,16 +79,25 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
             if state.verified_secrets.matches(&client.id, hash, &secret) {
                 return Ok(client);
             }
-            let subject = Subject::Client(client.id.clone());
-            if let Err(wait) = state.throttle.attempt(&subject, ip) {
-                tracing::info!(target: "audit", event = "client_auth_failed", reason = "throttled", client_id = %client.id, %ip);
-                return Err(Error::Throttled { seconds: retry_after(wait), oauth: true });
+            // Twins carrying the same secret wait here for the first one's answer.
+            let flight = state.verified_secrets.flight(&client.id, &secret);
+            let _turn = flight.lock().await;
+            if state.verified_secrets.matches(&client.id, hash, &secret) {
+                return Ok(client);
             }
+            let attempt = match state.client_throttle.attempt(&client.id, ip).await {
+                Ok(attempt) => attempt,
+                Err(refusal) => {
+                    tracing::info!(target: "audit", event = "client_auth_failed", reason = "throttled", client_id = %client.id, %ip);
+                    return Err(Error::Throttled { refusal, oauth: true });
+                }
+            };
             if state.passwords.verify(secret.clone(), Some(hash.clone())).await {
-                state.throttle.succeeded(&subject, ip);
+                attempt.succeeded();
                 state.verified_secrets.remember(&client.id, hash, &secret);
                 Ok(client)
             } else {
+                attempt.failed();
                 tracing::info!(target: "audit", event = "client_auth_failed", reason = "wrong_secret", client_id = %client.id, %ip);
                 Err(invalid_client("client authentication failed"))
             }
@@ -114,20 +128,44 @@ mod tests {
 /// memory only is enough; the entry is bound to the stored hash, so changing the secret forgets it.
 #[derive(Default)]
 pub struct VerifiedSecrets {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>,
+    entries: Mutex<HashMap<String, (String, [u8; 32])>>,
+    /// One lock per (client, secret digest) being checked right now: single flight.
+    flights: Mutex<HashMap<FlightKey, Weak<Flight>>>,
 }
 
 impl VerifiedSecrets {
     fn matches(&self, client_id: &str, stored_hash: &str, secret: &str) -> bool {
-        use subtle::ConstantTimeEq;
         let entries = self.entries.lock().expect("not poisoned");
-        entries.get(client_id).is_some_and(|(hash, digest)| {
-            hash == stored_hash && bool::from(digest.as_slice().ct_eq(&crate::tokens::hash(secret)))
-        })
+        entries
+            .get(client_id)
+            .is_some_and(|(hash, digest)| hash == stored_hash && bool::from(digest.ct_eq(&secret_digest(secret))))
     }
 
     fn remember(&self, client_id: &str, stored_hash: &str, secret: &str) {
         let mut entries = self.entries.lock().expect("not poisoned");
-        entries.insert(client_id.to_owned(), (stored_hash.to_owned(), crate::tokens::hash(secret)));
+        entries.insert(client_id.to_owned(), (stored_hash.to_owned(), secret_digest(secret)));
     }
+
+    /// The lock that requests checking this secret for this client share while one of them checks it.
+    fn flight(&self, client_id: &str, secret: &str) -> Arc<Flight> {
+        let mut flights = self.flights.lock().expect("not poisoned");
+        // Locks nobody holds any more are dropped as the map is used, so it stays as small as the traffic.
+        flights.retain(|_, lock| lock.strong_count() > 0);
+        let key = (client_id.to_owned(), secret_digest(secret));
+        if let Some(lock) = flights.get(&key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(Flight::default());
+        flights.insert(key, Arc::downgrade(&lock));
+        lock
+    }
+}
+
+/// Held by the one request checking a secret; its twins wait for it.
+type Flight = tokio::sync::Mutex<()>;
+/// A client id and the SHA-256 of the secret presented for it.
+type FlightKey = (String, [u8; 32]);
+
+fn secret_digest(secret: &str) -> [u8; 32] {
+    crate::tokens::hash(secret).try_into().expect("SHA-256 is 32 bytes")
 }

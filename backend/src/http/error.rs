@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::keys::KeyError;
 use crate::store::StoreError;
+use crate::throttle::Refusal;
 
 /// OAuth 2.0 / OIDC error codes Postern answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum OAuthCode {
     InsufficientScope,
     /// Server failure.
     ServerError,
+    /// The authorization server cannot take the request now (RFC 6749 §4.1.2.1).
+    TemporarilyUnavailable,
 }
 
 impl OAuthCode {
@@ -56,6 +59,7 @@ impl OAuthCode {
             OAuthCode::InvalidToken => "invalid_token",
             OAuthCode::InsufficientScope => "insufficient_scope",
             OAuthCode::ServerError => "server_error",
+            OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }
@@ -74,9 +78,9 @@ pub enum Error {
     /// A request that must not be redirected back to the client: the UI's error page when there is
     /// one (`ui_page` is its URL), else a minimal HTML page.
     Stop { reason: shared::StopReason, ui_page: Option<String> },
-    /// Too many failed attempts: wait this many seconds (429 with `Retry-After`). The body is an OAuth
-    /// error (`invalid_client`) at the protocol endpoints, the login API's error elsewhere.
-    Throttled { seconds: u64, oauth: bool },
+    /// Too many failed attempts, or too many at once (429 with `Retry-After`). The body is an OAuth
+    /// error at the protocol endpoints, the login API's error elsewhere.
+    Throttled { refusal: Refusal, oauth: bool },
     /// Something failed on our side; the detail is logged, not sent.
     Internal(String),
 }
@@ -101,7 +105,7 @@ impl From<KeyError> for Error {
 }
 
 /// Whole seconds for `Retry-After`: rounded up, at least one.
-pub fn retry_after(wait: std::time::Duration) -> u64 {
+fn retry_after(wait: std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
@@ -182,10 +186,23 @@ impl IntoResponse for Error {
                 );
                 no_store(response)
             }
-            Error::Throttled { seconds, oauth } => {
-                let message = format!("Too many failed attempts. Try again in {seconds} seconds.");
+            Error::Throttled { refusal, oauth } => {
+                // Only attempts that were checked and wrong are called failed.
+                let (seconds, message, oauth_code) = match refusal {
+                    Refusal::Failures(wait) => {
+                        let seconds = retry_after(wait);
+                        let message = format!("Too many failed attempts. Try again in {seconds} seconds.");
+                        (seconds, message, OAuthCode::InvalidClient.as_str())
+                    }
+                    Refusal::Busy(wait) => {
+                        let seconds = retry_after(wait);
+                        let message =
+                            format!("Too many sign-ins at once from this network. Try again in {seconds} seconds.");
+                        (seconds, message, OAuthCode::TemporarilyUnavailable.as_str())
+                    }
+                };
                 let body = if oauth {
-                    json!({ "error": OAuthCode::InvalidClient.as_str(), "error_description": message })
+                    json!({ "error": oauth_code, "error_description": message })
                 } else {
                     json!(shared::ErrorBody { error: shared::ErrorCode::TooManyAttempts, message })
                 };

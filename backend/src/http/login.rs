@@ -8,11 +8,11 @@ use axum::Json;
 use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
 
 use super::client_ip::ClientIp;
-use super::error::{no_store, retry_after};
+use super::error::no_store;
 use super::{authorize, now, AppState, Error};
 use crate::claims::parse_scope;
 use crate::store::{AuthorizationRequest, RequestLogin, Timestamp};
-use crate::throttle::Subject;
+use crate::throttle::Refusal;
 use crate::tokens;
 
 /// Seconds the browser has to follow the login's redirect.
@@ -74,14 +74,21 @@ pub async fn login(
 
     // One answer for an unknown user, a wrong password and a disabled account, and the same
     // argon2 work for each, so neither the response nor its timing tells them apart.
-    // Counted before the password is checked, so that a burst sent in parallel is held back too. Names
-    // no account can have share one key, so that the throttle's tables stay small whatever is sent.
+    // Admitted by the throttle before the password is checked: attempts beyond what failures could
+    // still afford wait for those ahead of them. Names no account can have share one key, so that the
+    // throttle's tables stay small whatever is sent.
     let username = normalize_username(&login.username).ok();
-    let subject = Subject::User(username.clone().unwrap_or_default());
-    if let Err(wait) = state.throttle.attempt(&subject, ip) {
-        tracing::info!(target: "audit", event = "login_failed", reason = "throttled", client_id = %request.client_id, %ip);
-        return Err(Error::Throttled { seconds: retry_after(wait), oauth: false });
-    }
+    let attempt = match state.login_throttle.attempt(username.as_deref().unwrap_or_default(), ip).await {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            let reason = match refusal {
+                Refusal::Failures(_) => "failures",
+                Refusal::Busy(_) => "busy",
+            };
+            tracing::info!(target: "audit", event = "login_throttled", reason, client_id = %request.client_id, %ip);
+            return Err(Error::Throttled { refusal, oauth: false });
+        }
+    };
     let user = match &username {
         Some(name) => state.store.user_by_name(name).await?,
         None => None,
@@ -95,11 +102,12 @@ pub async fn login(
                 Some(u) if u.disabled && password_ok => "disabled_user",
                 Some(_) => "wrong_password",
             };
+            attempt.failed();
             tracing::info!(target: "audit", event = "login_failed", reason, client_id = %request.client_id, %ip);
             return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
         }
     };
-    state.throttle.succeeded(&subject, ip);
+    attempt.succeeded();
 
     // The login completes the request once: a ticket for the browser's next, top-level step, which
     // sets the session cookie first-party even when this page is on another site.

@@ -17,20 +17,24 @@ mod ui;
 mod userinfo;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::MatchedPath;
-use axum::http::{header, HeaderValue, Method, Request};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::routing::{any, get, post};
 use axum::Router;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::password::Passwords;
 use crate::store::{Store, Timestamp};
+use crate::throttle::Throttle;
 
 pub use error::Error;
 
@@ -47,8 +51,10 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Whether the login UI (served here or elsewhere) can show error pages.
     pub ui_available: bool,
-    /// Failed-login back-off.
-    pub throttle: Arc<crate::throttle::LoginThrottle>,
+    /// Password sign-ins' throttle.
+    pub login_throttle: Arc<Throttle>,
+    /// Client secrets' throttle (its own addresses: a notebook cannot block the Hub's).
+    pub client_throttle: Arc<Throttle>,
     /// Client secrets already verified.
     pub verified_secrets: Arc<client_auth::VerifiedSecrets>,
     /// The discovery document, serialised once.
@@ -70,6 +76,12 @@ pub fn now() -> Timestamp {
 
 /// Largest request body any endpoint accepts.
 const BODY_LIMIT: usize = 16 * 1024;
+/// Longest any request may take, queueing included (a sign-in may wait for its turn at the throttle
+/// and at argon2); past it the answer is 408 and the work is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests handled at once; more wait for a slot (within the timeout), so a flood queues instead of
+/// taking memory and database connections without bound.
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
@@ -114,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         ));
     }
     app.layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -10,7 +10,8 @@ use axum::http::{header, HeaderMap};
 pub struct Params {
     known: &'static [&'static str],
     values: HashMap<String, String>,
-    duplicate: Option<String>,
+    /// Every parameter given more than once, in the order first repeated.
+    repeated: Vec<String>,
 }
 
 /// Longest parameter value accepted; longer ones are refused as malformed.
@@ -20,13 +21,13 @@ impl Params {
     /// Parses a query string or form body, keeping only the `known` parameters: others are ignored
     /// whatever they hold, repeated or long.
     pub fn parse(input: &[u8], known: &'static [&'static str]) -> Self {
-        let mut params = Params { known, values: HashMap::new(), duplicate: None };
+        let mut params = Params { known, values: HashMap::new(), repeated: Vec::new() };
         for (key, value) in form_urlencoded::parse(input) {
             if value.is_empty() || !known.contains(&key.as_ref()) {
                 continue;
             }
-            if params.values.insert(key.to_string(), value.into_owned()).is_some() && params.duplicate.is_none() {
-                params.duplicate = Some(key.into_owned());
+            if params.values.insert(key.to_string(), value.into_owned()).is_some() && !params.is_repeated(&key) {
+                params.repeated.push(key.into_owned());
             }
         }
         params
@@ -40,7 +41,12 @@ impl Params {
 
     /// The first parameter that was given more than once.
     pub fn duplicate(&self) -> Option<&str> {
-        self.duplicate.as_deref()
+        self.repeated.first().map(String::as_str)
+    }
+
+    /// Whether `key` was given more than once (whichever others were too).
+    pub fn is_repeated(&self, key: &str) -> bool {
+        self.repeated.iter().any(|k| k == key)
     }
 
     /// The first parameter whose value is longer than [`MAX_VALUE_LEN`].
@@ -64,8 +70,9 @@ mod tests {
 
     #[test]
     fn repeats_are_flagged_and_empties_ignored() {
-        let p = Params::parse(b"a=1&b=&a=2&scope=openid+profile", &["a", "b", "scope"]);
+        let p = Params::parse(b"a=1&b=&a=2&scope=openid+profile&c=1&c=2&a=3", &["a", "b", "c", "scope"]);
         assert_eq!(p.duplicate(), Some("a"));
+        assert!(p.is_repeated("a") && p.is_repeated("c") && !p.is_repeated("scope"), "every repeat is seen");
         assert_eq!(p.get("b"), None);
         assert_eq!(p.get("scope"), Some("openid profile"));
     }

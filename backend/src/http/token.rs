@@ -100,12 +100,13 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: I
         (None, None) => {}
     }
     let user = active_user(state, grant.user_id).await?;
-    let issued = Issued::new(state, client, &grant.scope, now);
+    let issued = Issued::new(state, client, &grant, &grant.scope, &grant.scope, now);
     let redeemed =
         state.store.redeem_code(grant.id, now, &issued.access_record(), issued.refresh_record().as_ref()).await?;
     if !redeemed {
-        // Lost a race with another redemption of the same code: that is a replay too.
+        // Lost a race with another redemption of the same code: that is a replay too, audited as one.
         state.store.revoke_grant(grant.id, now).await?;
+        tracing::warn!(target: "audit", event = "code_replayed", client_id = %client.id, %ip, grant = grant.id, "grant revoked");
         return Err(invalid_grant("the authorization code was already used"));
     }
     tracing::info!(target: "audit", event = "tokens_issued", grant_type = "authorization_code", client_id = %client.id, %ip, user = %user.username);
@@ -134,6 +135,10 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
     if info.grant.revoked_at.is_some() || info.expires_at <= now {
         return Err(invalid_grant("the refresh token has expired or was revoked"));
     }
+    if info.grant.auth_time.saturating_add(state.config.tokens.refresh_max_lifetime as i64) <= now {
+        return Err(invalid_grant("the refresh token has reached its maximum lifetime; sign in again"));
+    }
+    // RFC 6749 §6: a narrower scope narrows what is issued now; the refresh token keeps its own.
     let scope = match params.get("scope") {
         None => info.scope.clone(),
         Some(requested) => {
@@ -145,10 +150,12 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
         }
     };
     let user = active_user(state, info.grant.user_id).await?;
-    let issued = Issued::new(state, client, &scope, now);
+    let issued = Issued::new(state, client, &info.grant, &scope, &info.scope, now);
     let refresh_record = issued.refresh_record().expect("clients reaching here may have refresh tokens");
     if !state.store.rotate_refresh_token(&hash, now, &issued.access_record(), &refresh_record).await? {
+        // Lost a race with another rotation of the same token: reuse, audited as such.
         state.store.revoke_grant(info.grant.id, now).await?;
+        tracing::warn!(target: "audit", event = "refresh_reuse_detected", client_id = %client.id, %ip, grant = info.grant.id, "grant revoked");
         return Err(invalid_grant("the refresh token was already used"));
     }
     tracing::info!(target: "audit", event = "tokens_issued", grant_type = "refresh_token", client_id = %client.id, %ip, user = %user.username);
@@ -166,21 +173,30 @@ async fn active_user(state: &AppState, id: i64) -> Result<User, Error> {
 struct Issued {
     access_token: String,
     refresh_token: Option<String>,
+    /// Scope of the access token and id_token.
     scope: String,
+    /// Scope of the refresh token: the grant's, whatever this request narrowed.
+    refresh_scope: String,
     now: Timestamp,
     access_lifetime: u64,
+    /// Seconds the refresh token lives: its own lifetime, within the family's absolute one.
     refresh_lifetime: u64,
 }
 
 impl Issued {
-    fn new(state: &AppState, client: &Client, scope: &str, now: Timestamp) -> Self {
+    fn new(state: &AppState, client: &Client, grant: &Grant, scope: &str, refresh_scope: &str, now: Timestamp) -> Self {
+        let tokens = &state.config.tokens;
+        let family_ends = grant.auth_time.saturating_add(tokens.refresh_max_lifetime as i64);
+        let refresh_lifetime = tokens.refresh_token_lifetime.min(family_ends.saturating_sub(now).max(0) as u64);
         Self {
             access_token: tokens::random_token(),
-            refresh_token: client.refresh_tokens.then(tokens::random_token),
+            // A family at its absolute end gets no successor: the client signs the user in again.
+            refresh_token: (client.refresh_tokens && refresh_lifetime > 0).then(tokens::random_token),
             scope: scope.to_owned(),
+            refresh_scope: refresh_scope.to_owned(),
             now,
-            access_lifetime: state.config.tokens.access_token_lifetime,
-            refresh_lifetime: state.config.tokens.refresh_token_lifetime,
+            access_lifetime: tokens.access_token_lifetime,
+            refresh_lifetime,
         }
     }
 
@@ -195,7 +211,7 @@ impl Issued {
     fn refresh_record(&self) -> Option<NewToken> {
         self.refresh_token.as_ref().map(|t| NewToken {
             hash: tokens::hash(t),
-            scope: self.scope.clone(),
+            scope: self.refresh_scope.clone(),
             expires_at: self.now + self.refresh_lifetime as i64,
         })
     }

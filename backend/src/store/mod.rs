@@ -149,6 +149,18 @@ pub struct AuthorizationRequest {
     pub expires_at: Timestamp,
     /// SHA-256 of the browser-binding cookie of the browser that started the request.
     pub browser_hash: Option<Vec<u8>>,
+    /// The network the request came from (an IPv4 address, an IPv6 /64).
+    pub client_network: Option<String>,
+}
+
+/// How many pending sign-in requests one network, and one browser, may hold at a time: a flood of
+/// `/authorize` must not fill the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingLimits {
+    /// Live requests per network; past it new ones are refused.
+    pub per_network: i64,
+    /// Live requests per browser; past it the browser's oldest make room.
+    pub per_browser: i64,
 }
 
 /// Who signed in to a pending request, and the ticket that completes it.
@@ -275,8 +287,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>>;
     /// All users, by name.
     async fn list_users(&self) -> StoreResult<Vec<User>>;
-    /// Replaces a user's password hash.
-    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()>;
+    /// Replaces a user's password hash and, in the same transaction, ends their sessions and revokes
+    /// every grant: what the old password started ends with it.
+    async fn set_password(&self, username: &str, password_hash: &str, now: Timestamp) -> StoreResult<()>;
     /// Disables or enables a user; disabling also ends their sessions and revokes every grant.
     async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()>;
     /// Replaces a user's groups.
@@ -296,8 +309,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new signing key.
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
 
-    /// Stores a pending authorization request.
-    async fn insert_authorization_request(&self, request: &AuthorizationRequest) -> StoreResult<()>;
+    /// Stores a pending authorization request within `limits`, atomically: false (and nothing stored)
+    /// when its network already holds as many live requests as it may; its browser's oldest go first
+    /// when the browser holds too many.
+    async fn insert_authorization_request(
+        &self,
+        request: &AuthorizationRequest,
+        limits: PendingLimits,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Finds a pending request that has not expired and nobody has signed in to yet.
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>>;
     /// Records that `user_id` signed in to a pending request and attaches a one-time ticket; false if

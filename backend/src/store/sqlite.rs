@@ -10,6 +10,11 @@ use sqlx::{FromRow, Row, SqlitePool};
 
 use super::*;
 
+/// Size the write-ahead log is kept near: past it, a checkpoint empties the log (see `checkpoint`).
+pub const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+/// SQLite's default page size, which Postern's databases use.
+const PAGE_SIZE: i64 = 4096;
+
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -29,11 +34,16 @@ const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.scope, g.nonce, g.a
 impl SqliteStore {
     /// Opens (creating if missing) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        // synchronous=NORMAL in WAL mode: a commit survives Postern crashing or being killed; a power cut
+        // or kernel crash may lose the last commits since the last checkpoint (about a second), never
+        // the database's consistency.
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // After the log restarts, its file is cut back to this size instead of keeping its peak.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         // The writer never checkpoints itself: a checkpoint fsyncs, and every queued write would wait for it.
@@ -42,6 +52,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations").run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Self { reader, writer })
+    }
+
+    /// A write transaction, holding the write lock from its first statement: one that read first and
+    /// wrote later could find its snapshot outdated by a checkpoint that reset the log, and fail busy.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     async fn user_where(
@@ -153,10 +169,20 @@ async fn revoke_grants(
     Ok(())
 }
 
+/// Ends a user's sessions and revokes all their grants (a password change, a disabled account).
+async fn end_sessions_and_grants(
+    tx: &mut sqlx::SqliteConnection,
+    user_id: i64,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(user_id).execute(&mut *tx).await?;
+    revoke_grants(tx, "user_id", user_id, now).await
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, display_name, email, email_verified, password_hash, created_at) \
              VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -193,26 +219,26 @@ impl Store for SqliteStore {
         self.user_where("ORDER BY u.username", |q| q).await
     }
 
-    async fn set_password(&self, username: &str, password_hash: &str) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+    async fn set_password(&self, username: &str, password_hash: &str, now: Timestamp) -> StoreResult<()> {
+        let id = self.user_id(username).await?;
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
-            .bind(username)
-            .execute(&self.writer)
+            .bind(id)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("user"));
-        }
+        end_sessions_and_grants(&mut tx, id, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()> {
         let id = self.user_id(username).await?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE users SET disabled = ? WHERE id = ?").bind(disabled).bind(id).execute(&mut *tx).await?;
         if disabled {
-            sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
             // Revoked, not merely refused while disabled: enabling the user again must not revive them.
-            revoke_grants(&mut tx, "user_id", id, now).await?;
+            end_sessions_and_grants(&mut tx, id, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -220,7 +246,7 @@ impl Store for SqliteStore {
 
     async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()> {
         let id = self.user_id(username).await?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("DELETE FROM user_groups WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
         for group in groups {
             sqlx::query("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")
@@ -292,10 +318,40 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_authorization_request(&self, r: &AuthorizationRequest) -> StoreResult<()> {
+    async fn insert_authorization_request(
+        &self,
+        r: &AuthorizationRequest,
+        limits: PendingLimits,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        if let Some(network) = &r.client_network {
+            let live: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM authorization_requests WHERE client_network = ? AND expires_at > ?",
+            )
+            .bind(network)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if live >= limits.per_network {
+                return Ok(false);
+            }
+        }
+        if let Some(browser) = &r.browser_hash {
+            sqlx::query(
+                "DELETE FROM authorization_requests WHERE id IN (SELECT id FROM authorization_requests \
+                 WHERE browser_hash = ?1 AND expires_at > ?2 AND user_id IS NULL \
+                 ORDER BY expires_at DESC LIMIT -1 OFFSET ?3)",
+            )
+            .bind(browser)
+            .bind(now)
+            .bind(limits.per_browser - 1)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO authorization_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, \
-             expires_at, browser_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             expires_at, browser_hash, client_network) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.id)
         .bind(&r.client_id)
@@ -306,9 +362,11 @@ impl Store for SqliteStore {
         .bind(&r.code_challenge)
         .bind(r.expires_at)
         .bind(&r.browser_hash)
-        .execute(&self.writer)
+        .bind(&r.client_network)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>> {
@@ -431,7 +489,7 @@ impl Store for SqliteStore {
         access: &NewToken,
         refresh: Option<&NewToken>,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query(
             "UPDATE grants SET code_used_at = ? WHERE id = ? AND code_used_at IS NULL AND revoked_at IS NULL",
         )
@@ -451,7 +509,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         revoke_grants(&mut tx, "id", grant_id, now).await?;
         tx.commit().await?;
         Ok(())
@@ -512,7 +570,7 @@ impl Store for SqliteStore {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let grant_id: Option<i64> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL \
              AND (SELECT revoked_at FROM grants g WHERE g.id = refresh_tokens.grant_id) IS NULL RETURNING grant_id",
@@ -531,7 +589,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         for sql in [
             "DELETE FROM authorization_requests WHERE expires_at <= ?1",
             "DELETE FROM sessions WHERE expires_at <= ?1",
@@ -549,8 +607,14 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoint(&self) -> StoreResult<()> {
-        // PASSIVE: copies what it can without waiting for the writer, which goes on appending to the WAL.
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.reader).await?;
+        // PASSIVE copies what it can without waiting for the writer, which goes on appending to the WAL.
+        // Under constant reads it may never catch up, and the log would grow for ever: past a bound,
+        // TRUNCATE waits (briefly) for readers to reach the newest snapshot, then empties the log.
+        let (_busy, frames, _done): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.reader).await?;
+        if frames * PAGE_SIZE > WAL_SIZE_LIMIT {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.reader).await?;
+        }
         Ok(())
     }
 }
