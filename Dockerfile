@@ -19,7 +19,10 @@ COPY --from=build /src/dist /usr/share/postern/ui
 USER postern
 # The database holds users, clients, sessions, tokens and the signing keys: keep the volume.
 VOLUME /var/lib/postern
+# The key-encryption key is generated beside the database on first start; mount it from a secret
+# (POSTERN_KEY_ENCRYPTION_KEY_FILE=/run/secrets/…) so that a copy of the volume alone signs nothing.
 ENV POSTERN_DATABASE=/var/lib/postern/postern.db \
+    POSTERN_KEY_ENCRYPTION_KEY_FILE=/var/lib/postern/postern.kek \
     POSTERN_UI__DIR=/usr/share/postern/ui \
     POSTERN_LISTEN=0.0.0.0:8080
 EXPOSE 8080

@@ -53,6 +53,10 @@ pub enum KeysCommand {
     Rotate,
     /// List the published keys, newest (signing) first.
     List,
+    /// Replace the key-encryption key that seals the private keys in the database, re-sealing them:
+    /// a new key is put first in the key file, every private key is re-sealed, then the old key is
+    /// dropped. A running server follows within seconds.
+    RotateEncryptionKey,
 }
 
 /// `postern user …`
@@ -147,6 +151,9 @@ pub struct ClientAdd {
     /// Do not issue refresh tokens.
     #[arg(long)]
     pub no_refresh_tokens: bool,
+    /// Accept plain-http redirect URIs on network addresses (codes then travel unencrypted).
+    #[arg(long)]
+    pub allow_insecure_redirect_uris: bool,
     /// Print a `jupyterhub_config.py` block for GenericOAuthenticator.
     #[arg(long)]
     pub jupyterhub: bool,
@@ -287,11 +294,35 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = server::open_store(config).await?;
     let alg = config.tokens.signing_alg;
-    if let KeysCommand::Rotate = command {
-        let key = KeySet::rotate(store.as_ref(), alg, now()).await?;
-        println!("new {alg} signing key {}", key.kid());
+    let lifetime = config.tokens.access_token_lifetime as i64;
+    let mut kek = config.key_encryption_key()?;
+    match command {
+        KeysCommand::Rotate => {
+            let key = KeySet::rotate(store.as_ref(), &kek, alg, now()).await?;
+            println!("new {alg} signing key {}", key.kid());
+        }
+        KeysCommand::RotateEncryptionKey => {
+            if config.key_encryption_key.is_some() {
+                bail!(
+                    "the key-encryption key comes from key_encryption_key (POSTERN_KEY_ENCRYPTION_KEY): set it to \
+                     `{} <the current key>`, run `postern keys list` to re-seal, then remove the old key",
+                    crate::kek::generate()
+                );
+            }
+            let path = config.key_encryption_key_path();
+            let old = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let new = crate::kek::generate();
+            // Both keys while re-sealing, so that a crash at any point leaves every private key readable.
+            crate::private_files::write(&path, format!("{new}\n{old}").as_bytes())?;
+            kek = config.key_encryption_key()?;
+            KeySet::load(store.as_ref(), &kek, alg, now(), lifetime).await?;
+            crate::private_files::write(&path, format!("{new}\n").as_bytes())?;
+            kek = config.key_encryption_key()?;
+            println!("new key-encryption key {} in {}; every private key re-sealed with it", kek.id(), path.display());
+        }
+        KeysCommand::List => {}
     }
-    let set = KeySet::load(store.as_ref(), alg, now(), config.tokens.access_token_lifetime as i64).await?;
+    let set = KeySet::load(store.as_ref(), &kek, alg, now(), lifetime).await?;
     for key in set.jwks()["keys"].as_array().into_iter().flatten() {
         println!("{} {}", key["alg"].as_str().unwrap_or("?"), key["kid"].as_str().unwrap_or("?"));
     }
@@ -327,7 +358,7 @@ async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
 async fn add_client(config: &Config, store: &dyn Store, args: ClientAdd) -> anyhow::Result<()> {
     check_client_id(&args.id).map_err(anyhow::Error::msg)?;
     for uri in args.redirect_uris.iter().chain(&args.post_logout_redirect_uris) {
-        check_redirect_uri(uri).map_err(anyhow::Error::msg)?;
+        check_redirect_uri(uri, args.allow_insecure_redirect_uris).map_err(anyhow::Error::msg)?;
     }
     check_scopes(&args.scopes).map_err(anyhow::Error::msg)?;
     if args.public && args.no_pkce {

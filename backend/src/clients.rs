@@ -18,11 +18,18 @@ pub fn check_client_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a redirect URI: an absolute http(s) URL without fragment or credentials (RFC 6749 §3.1.2).
-pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
+/// Checks a redirect URI: an absolute https URL without fragment or credentials (RFC 6749 §3.1.2);
+/// plain http only on the loopback interface (RFC 8252 §7.3), unless `allow_insecure` says otherwise.
+pub fn check_redirect_uri(uri: &str, allow_insecure: bool) -> Result<(), String> {
     let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(format!("`{uri}` must be an http or https URL"));
+    }
+    if url.scheme() == "http" && !allow_insecure && !is_loopback(&url) {
+        return Err(format!(
+            "`{uri}` is plain http on a network address, where anyone on the path can read the code; use https \
+             (or allow_insecure_redirect_uris = true to accept it anyway)"
+        ));
     }
     if url.fragment().is_some() || uri.contains('#') {
         return Err(format!("`{uri}` must not have a fragment"));
@@ -31,6 +38,19 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
         return Err(format!("`{uri}` must not contain credentials"));
     }
     Ok(())
+}
+
+/// Whether a URL's host is this machine: a loopback address, `localhost` or a name under it (RFC 6761).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
 }
 
 /// Checks a client's allowed scopes: known ones, `openid` among them.
@@ -116,10 +136,18 @@ mod tests {
 
     #[test]
     fn redirect_uri_rules() {
-        assert!(check_redirect_uri("https://hub.example:8443/hub/oauth_callback").is_ok());
-        assert!(check_redirect_uri("https://hub.example/cb#frag").is_err());
-        assert!(check_redirect_uri("https://user@hub.example/cb").is_err());
-        assert!(check_redirect_uri("javascript:alert(1)").is_err());
-        assert!(check_redirect_uri("/relative").is_err());
+        assert!(check_redirect_uri("https://hub.example:8443/hub/oauth_callback", false).is_ok());
+        assert!(check_redirect_uri("https://hub.example/cb#frag", false).is_err());
+        assert!(check_redirect_uri("https://user@hub.example/cb", false).is_err());
+        assert!(check_redirect_uri("javascript:alert(1)", true).is_err());
+        assert!(check_redirect_uri("/relative", true).is_err());
+        // Plain http: loopback only, unless the operator insists.
+        for ok in ["http://127.0.0.1:8000/cb", "http://[::1]/cb", "http://localhost/cb", "http://hub.localhost/cb"] {
+            assert!(check_redirect_uri(ok, false).is_ok(), "{ok}");
+        }
+        for insecure in ["http://hub.example/cb", "http://10.0.0.5/cb", "http://localhost.example/cb"] {
+            assert!(check_redirect_uri(insecure, false).is_err(), "{insecure}");
+            assert!(check_redirect_uri(insecure, true).is_ok(), "{insecure}");
+        }
     }
 }

@@ -32,6 +32,17 @@ pub struct Config {
     /// Path of the SQLite database file.
     #[serde(default = "defaults::database")]
     pub database: PathBuf,
+    /// File of the key-encryption key that seals private keys in the database (generated owner-only
+    /// on first start); default `postern.kek` beside the configuration file.
+    #[serde(default)]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// The key-encryption key itself (base64; several, newest first, during a rotation), instead of the
+    /// file: `POSTERN_KEY_ENCRYPTION_KEY`.
+    #[serde(default)]
+    pub key_encryption_key: Option<Secret>,
+    /// The configuration file this was read from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// The login UI.
     #[serde(default)]
     pub ui: UiSettings,
@@ -178,6 +189,20 @@ pub struct ClientConfig {
     /// Issue refresh tokens to this client.
     #[serde(default = "defaults::yes")]
     pub refresh_tokens: bool,
+    /// Accept plain-http redirect URIs on network addresses (codes then travel unencrypted).
+    #[serde(default)]
+    pub allow_insecure_redirect_uris: bool,
+}
+
+/// A configured secret: never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// Addresses or CIDR ranges; a bare address is a range of one.
@@ -240,9 +265,29 @@ impl Config {
         }
         // POSTERN_CONFIG names the file itself and is not a key.
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.source = file.map(Path::to_path_buf);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the key-encryption key file is: as configured, else `postern.kek` beside the
+    /// configuration file (or in the working directory without one).
+    pub fn key_encryption_key_path(&self) -> PathBuf {
+        match (&self.key_encryption_key_file, &self.source) {
+            (Some(path), _) => path.clone(),
+            (None, Some(file)) => file.with_file_name("postern.kek"),
+            (None, None) => PathBuf::from("postern.kek"),
+        }
+    }
+
+    /// The key-encryption key: from `key_encryption_key` when set, else from its file (generated on
+    /// first use).
+    pub fn key_encryption_key(&self) -> Result<crate::kek::Kek, crate::kek::KekError> {
+        match &self.key_encryption_key {
+            Some(Secret(text)) => crate::kek::Kek::from_text(text, "key_encryption_key"),
+            None => crate::kek::Kek::from_file(&self.key_encryption_key_path()),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -396,11 +441,11 @@ impl ClientConfig {
             return Err(invalid(key("redirect_uris"), "at least one redirect URI is required"));
         }
         for (i, uri) in self.redirect_uris.iter().enumerate() {
-            crate::clients::check_redirect_uri(uri)
+            crate::clients::check_redirect_uri(uri, self.allow_insecure_redirect_uris)
                 .map_err(|m| invalid(format!("{}[{i}]", key("redirect_uris")), m))?;
         }
         for (i, uri) in self.post_logout_redirect_uris.iter().enumerate() {
-            crate::clients::check_redirect_uri(uri)
+            crate::clients::check_redirect_uri(uri, self.allow_insecure_redirect_uris)
                 .map_err(|m| invalid(format!("{}[{i}]", key("post_logout_redirect_uris")), m))?;
         }
         crate::clients::check_scopes(&self.scopes).map_err(|m| invalid(key("scopes"), m))?;

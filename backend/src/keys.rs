@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::kek::{Kek, KekError};
 use crate::store::{Store, StoreResult, StoredKey, Timestamp};
 
 /// JWS algorithms Postern signs with.
@@ -70,6 +71,9 @@ pub enum KeyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A stored private key does not open with the key-encryption key.
+    #[error("signing key {0}: {1}")]
+    Sealed(String, KekError),
 }
 
 enum Pair {
@@ -217,9 +221,11 @@ pub struct KeySet {
 impl KeySet {
     /// Loads the stored keys; generates and stores a key for `alg` if none exists yet. A key stops
     /// being published once every token it may have signed has expired: `token_lifetime` after the
-    /// next key replaced it.
+    /// next key replaced it; its private key is then deleted. Private keys are opened with `kek`, and
+    /// any not sealed with its current key (stored before sealing, or before a rotation) are re-sealed.
     pub async fn load(
         store: &dyn Store,
+        kek: &Kek,
         alg: Algorithm,
         now: Timestamp,
         token_lifetime: i64,
@@ -231,25 +237,34 @@ impl KeySet {
             // Replaced when the next key was made; tokens it signed live `token_lifetime` at most.
             let retired = stored.get(i + 1).is_some_and(|next| next.created_at + token_lifetime + CLOCK_SKEW < now);
             if retired && Some(i) != newest_of_alg {
+                store.delete_signing_key(&key.kid).await?;
+                tracing::info!(kid = %key.kid, "deleted a retired signing key: every token it signed has expired");
                 continue;
             }
             let key_alg = Algorithm::from_name(&key.alg)
                 .ok_or_else(|| KeyError::UnknownAlgorithm(key.kid.clone(), key.alg.clone()))?;
-            keys.push(SigningKey::from_pkcs8(key_alg, &key.private_key)?);
+            let pkcs8 =
+                kek.open(&key.private_key, key.kid.as_bytes()).map_err(|e| KeyError::Sealed(key.kid.clone(), e))?;
+            if !kek.is_current(&key.private_key) {
+                store.set_signing_key_material(&key.kid, &kek.seal(&pkcs8, key.kid.as_bytes())).await?;
+                tracing::info!(kid = %key.kid, kek = %kek.id(), "sealed a signing key with the current key-encryption key");
+            }
+            keys.push(SigningKey::from_pkcs8(key_alg, &pkcs8)?);
         }
         // The newest key of the configured algorithm signs.
         let active = match keys.iter().rposition(|k| k.alg == alg) {
             Some(i) => keys.remove(i),
-            None => Self::rotate(store, alg, now).await?,
+            None => Self::rotate(store, kek, alg, now).await?,
         };
         keys.reverse();
         Ok(Self::from_keys(active, keys))
     }
 
-    /// Generates and stores a new key for `alg`, which signs from the next load on.
-    pub async fn rotate(store: &dyn Store, alg: Algorithm, now: Timestamp) -> Result<SigningKey, KeyError> {
+    /// Generates and stores a new key for `alg`, sealed with `kek`, which signs from the next load on.
+    pub async fn rotate(store: &dyn Store, kek: &Kek, alg: Algorithm, now: Timestamp) -> Result<SigningKey, KeyError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
-        store_key(store, &key, pkcs8, now).await?;
+        let sealed = kek.seal(&pkcs8, key.kid.as_bytes());
+        store_key(store, &key, sealed, now).await?;
         tracing::info!(kid = key.kid(), alg = %alg, "generated a new signing key");
         Ok(key)
     }
@@ -280,17 +295,38 @@ impl KeySet {
 
     /// The claims of a JWT one of these keys signed (expiry is not checked), or `None`.
     pub fn verify(&self, jwt: &str) -> Option<serde_json::Value> {
-        let (signed, signature) = jwt.rsplit_once('.')?;
-        let (header, payload) = signed.split_once('.')?;
-        let header: serde_json::Value = serde_json::from_slice(&B64.decode(header).ok()?).ok()?;
-        let kid = header["kid"].as_str()?;
-        let key = std::iter::once(&self.active).chain(&self.previous).find(|k| k.kid == kid)?;
-        if header["alg"].as_str() != Some(key.alg.name()) {
-            return None;
-        }
-        key.verify(signed.as_bytes(), &B64.decode(signature).ok()?).then_some(())?;
-        serde_json::from_slice(&B64.decode(payload).ok()?).ok()
+        self.check(jwt).ok()
     }
+
+    /// Like [`KeySet::verify`], telling a token signed by a key not (or no longer) held, such as a
+    /// retired one, from one that is malformed or forged.
+    pub fn check(&self, jwt: &str) -> Result<serde_json::Value, Unverified> {
+        let forged = Unverified::Invalid;
+        let (signed, signature) = jwt.rsplit_once('.').ok_or(forged)?;
+        let (header, payload) = signed.split_once('.').ok_or(forged)?;
+        let header: serde_json::Value =
+            B64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or(forged)?;
+        let kid = header["kid"].as_str().ok_or(forged)?;
+        let key = std::iter::once(&self.active).chain(&self.previous).find(|k| k.kid == kid);
+        let key = key.ok_or(Unverified::UnknownKey)?;
+        if header["alg"].as_str() != Some(key.alg.name()) {
+            return Err(forged);
+        }
+        let signature = B64.decode(signature).map_err(|_| forged)?;
+        if !key.verify(signed.as_bytes(), &signature) {
+            return Err(forged);
+        }
+        B64.decode(payload).ok().and_then(|p| serde_json::from_slice(&p).ok()).ok_or(forged)
+    }
+}
+
+/// Why a JWT did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unverified {
+    /// Its `kid` names no key held: retired and deleted, or another issuer's.
+    UnknownKey,
+    /// Malformed, or a signature that does not match a key held.
+    Invalid,
 }
 
 /// The current key set, shared by the handlers and replaced when the stored keys change.
@@ -317,12 +353,12 @@ impl Keys {
 /// Seconds of clock difference tolerated between Postern and relying parties.
 const CLOCK_SKEW: i64 = 300;
 
-async fn store_key(store: &dyn Store, key: &SigningKey, pkcs8: Vec<u8>, now: Timestamp) -> StoreResult<()> {
+async fn store_key(store: &dyn Store, key: &SigningKey, sealed: Vec<u8>, now: Timestamp) -> StoreResult<()> {
     store
         .insert_signing_key(&StoredKey {
             kid: key.kid.clone(),
             alg: key.alg.name().into(),
-            private_key: pkcs8,
+            private_key: sealed,
             created_at: now,
         })
         .await
@@ -359,12 +395,14 @@ mod tests {
     async fn a_key_rotated_within_the_same_second_signs() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
+        let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
         let now = 1_700_000_000;
-        let mut active = KeySet::load(&store, Algorithm::EdDSA, now, 900).await.unwrap().active().kid().to_owned();
+        let mut active =
+            KeySet::load(&store, &kek, Algorithm::EdDSA, now, 900).await.unwrap().active().kid().to_owned();
         // kids are random, so a tie broken by kid would pick the wrong key about half the time.
         for _ in 0..8 {
-            let rotated = KeySet::rotate(&store, Algorithm::EdDSA, now).await.unwrap();
-            let set = KeySet::load(&store, Algorithm::EdDSA, now, 900).await.unwrap();
+            let rotated = KeySet::rotate(&store, &kek, Algorithm::EdDSA, now).await.unwrap();
+            let set = KeySet::load(&store, &kek, Algorithm::EdDSA, now, 900).await.unwrap();
             assert_eq!(set.active().kid(), rotated.kid());
             assert!(set.verify(&set.active().sign_jwt(&json!({})).unwrap()).is_some());
             assert_eq!(set.jwks()["keys"][1]["kid"], active.as_str(), "the previous key comes next");
@@ -373,20 +411,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keys_stored_in_the_clear_are_sealed_at_the_next_load_and_retired_ones_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
+        let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
+        let (key, pkcs8) = SigningKey::generate(Algorithm::ES256).unwrap();
+        store_key(&store, &key, pkcs8.clone(), 1_700_000_000).await.unwrap();
+        let set = KeySet::load(&store, &kek, Algorithm::ES256, 1_700_000_000, 900).await.unwrap();
+        assert_eq!(set.active().kid(), key.kid());
+        let stored = store.signing_keys().await.unwrap();
+        assert!(kek.is_current(&stored[0].private_key), "sealed in place");
+        assert_eq!(kek.open(&stored[0].private_key, key.kid().as_bytes()).unwrap(), pkcs8);
+        // Replaced, and past its last token: deleted from the store, not only from the JWKS.
+        KeySet::rotate(&store, &kek, Algorithm::ES256, 1_700_000_010).await.unwrap();
+        KeySet::load(&store, &kek, Algorithm::ES256, 1_700_000_010 + 900 + CLOCK_SKEW + 1, 900).await.unwrap();
+        let kids: Vec<String> = store.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+        assert!(!kids.contains(&key.kid().to_owned()) && kids.len() == 1, "{kids:?}");
+    }
+
+    #[tokio::test]
     async fn a_replaced_key_is_published_until_its_last_token_expires_then_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
+        let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
         let (t0, lifetime) = (1_700_000_000, 900);
-        let old = KeySet::load(&store, Algorithm::RS256, t0, lifetime).await.unwrap().active().kid().to_owned();
-        let new = KeySet::rotate(&store, Algorithm::RS256, t0 + 10).await.unwrap().kid().to_owned();
+        let first = KeySet::load(&store, &kek, Algorithm::RS256, t0, lifetime).await.unwrap();
+        let old = first.active().kid().to_owned();
+        let old_token = first.active().sign_jwt(&json!({"sub": "x"})).unwrap();
+        let new = KeySet::rotate(&store, &kek, Algorithm::RS256, t0 + 10).await.unwrap().kid().to_owned();
         let kids = |set: KeySet| -> Vec<String> {
             set.jwks()["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
         };
         // A token signed by the old key just before the rotation lives `lifetime`, plus the clock skew allowed.
         let last_moment = t0 + 10 + lifetime + CLOCK_SKEW;
-        let set = KeySet::load(&store, Algorithm::RS256, last_moment, lifetime).await.unwrap();
+        let set = KeySet::load(&store, &kek, Algorithm::RS256, last_moment, lifetime).await.unwrap();
         assert_eq!(kids(set), [new.clone(), old]);
-        let set = KeySet::load(&store, Algorithm::RS256, last_moment + 1, lifetime).await.unwrap();
+        let set = KeySet::load(&store, &kek, Algorithm::RS256, last_moment + 1, lifetime).await.unwrap();
+        // Its tokens are then signed by a key no longer held, which is not the same as forged.
+        assert_eq!(set.check(&old_token), Err(Unverified::UnknownKey));
+        let mut forged = set.active().sign_jwt(&json!({"sub": "x"})).unwrap();
+        forged.push('A');
+        assert_eq!(set.check(&forged), Err(Unverified::Invalid));
+        assert_eq!(set.check("not.a.jwt"), Err(Unverified::Invalid));
         assert_eq!(kids(set), [new]);
     }
 }

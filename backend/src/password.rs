@@ -60,6 +60,17 @@ impl Passwords {
         self.check(secret.as_bytes(), phc).unwrap_or(false)
     }
 
+    /// Whether a stored hash was made otherwise than this hasher would make it now (older argon2
+    /// parameters or variant): it is replaced at the user's next successful sign-in.
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else { return true };
+        let Ok(params) = Params::try_from(&hash) else { return true };
+        let costs = |p: &Params| (p.m_cost(), p.t_cost(), p.p_cost());
+        hash.algorithm != Algorithm::Argon2id.ident()
+            || hash.version != Some(Version::V0x13.into())
+            || costs(&params) != costs(&self.params)
+    }
+
     /// Hashes synchronously, for the CLI.
     pub fn hash_now(&self, secret: &str) -> String {
         let salt = SaltString::generate(&mut OsRng);
@@ -169,9 +180,11 @@ mod tests {
             let argon2 = Argon2::new(alg, Version::V0x13, Params::new(m, t, lanes, None).unwrap());
             let theirs = argon2.hash_password(b"s3cret", &SaltString::generate(&mut OsRng)).unwrap().to_string();
             assert!(p.verify_now("s3cret", &theirs), "{theirs}");
+            assert!(p.needs_rehash(&theirs), "other parameters are replaced at the next sign-in");
             assert!(!p.verify_now("s3creT", &theirs));
         }
         let ours = p.hash_now("s3cret");
+        assert!(!p.needs_rehash(&ours));
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(Argon2::default().verify_password(b"s3cret", &parsed).is_ok(), "{ours}");
     }

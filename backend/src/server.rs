@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::clients::sync_config_clients;
 use crate::config::Config;
 use crate::http::{now, router, AppState};
-use crate::keys::{Algorithm, KeySet, Keys};
+use crate::keys::{KeySet, Keys};
 use crate::password::Passwords;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -31,7 +31,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Hashing the configured client secrets should not keep argon2's memory for the life of the process.
     passwords.release_memory();
     let lifetime = config.tokens.access_token_lifetime as i64;
-    let keys = Keys::new(KeySet::load(store.as_ref(), config.tokens.signing_alg, now(), lifetime).await?);
+    let kek = config.key_encryption_key()?;
+    let keys = Keys::new(KeySet::load(store.as_ref(), &kek, config.tokens.signing_alg, now(), lifetime).await?);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     if config.ui.url.is_none() && !config.serves_ui_files() {
@@ -51,7 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(purge_periodically(store.clone()));
     tokio::spawn(checkpoint_periodically(store.clone()));
-    tokio::spawn(reload_keys_periodically(store, keys, state.config.tokens.signing_alg, lifetime));
+    tokio::spawn(reload_keys_periodically(store, keys, state.config.clone(), lifetime));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
@@ -99,13 +100,21 @@ async fn checkpoint_periodically(store: Arc<dyn Store>) {
     }
 }
 
-/// Picks up keys rotated with `postern keys rotate` while the server runs, and retires old ones.
-async fn reload_keys_periodically(store: Arc<dyn Store>, keys: Keys, alg: Algorithm, lifetime: i64) {
+/// Picks up keys rotated with `postern keys rotate`, and a rotated key-encryption key, while the
+/// server runs, and retires old keys.
+async fn reload_keys_periodically(store: Arc<dyn Store>, keys: Keys, config: Arc<Config>, lifetime: i64) {
     let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match KeySet::load(store.as_ref(), alg, now(), lifetime).await {
+        let kek = match config.key_encryption_key() {
+            Ok(kek) => kek,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the key-encryption key failed");
+                continue;
+            }
+        };
+        match KeySet::load(store.as_ref(), &kek, config.tokens.signing_alg, now(), lifetime).await {
             Ok(set) => keys.replace(set),
             Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
         }

@@ -155,6 +155,31 @@ async fn sso_session_prompt_and_max_age() {
         assert_eq!(claims["auth_time"], first_claims["auth_time"]);
     }
 
+    // id_token_hint: frank's own id_token lets prompt=none answer; another user's asks for a login; a
+    // forged one is refused.
+    server.add_user("gina", &[]);
+    let frank_hint = first_tokens.extra_fields().id_token.clone().unwrap();
+    let gina_hint = {
+        let auth = authorization(&client, &[]);
+        let back = login(&self::browser(), &server, &auth.url, "gina", PASSWORD).await;
+        exchange(&client, &back, auth.verifier).await.extra_fields().id_token.clone().unwrap()
+    };
+    let auth = authorization(&client, &[("prompt", "none"), ("id_token_hint", &frank_hint)]);
+    let back = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    assert!(query(&back, "code").is_some(), "the hint names the signed-in user: {back}");
+    let auth = authorization(&client, &[("prompt", "none"), ("id_token_hint", &gina_hint)]);
+    let back = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    assert_eq!(query(&back, "error").as_deref(), Some("login_required"), "frank is signed in, not gina");
+    let auth = authorization(&client, &[("id_token_hint", &gina_hint)]);
+    assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/login");
+    // frank's header and signature around gina's claims.
+    let parts = |t: &str| t.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let (f, g) = (parts(&frank_hint), parts(&gina_hint));
+    let forged = format!("{}.{}.{}", f[0], g[1], f[2]);
+    let auth = authorization(&client, &[("prompt", "none"), ("id_token_hint", &forged)]);
+    let back = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    assert_eq!(query(&back, "error").as_deref(), Some("invalid_request"));
+
     // prompt=login and an exceeded max_age both show the form again.
     for extra in [("prompt", "login"), ("max_age", "0")] {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;

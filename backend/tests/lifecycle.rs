@@ -132,6 +132,18 @@ async fn a_refresh_family_ends_at_its_absolute_lifetime_whatever_the_rotations()
 }
 
 #[tokio::test]
+async fn a_hash_made_with_older_argon2_parameters_is_replaced_at_the_next_sign_in() {
+    let mut server = Server::start("argon2.memory_kib = 8192\nargon2.iterations = 1");
+    server.add_user("sol", &[]);
+    server.reconfigure("");
+    let client = hub_client(&server);
+    sign_in(&server, &client, "sol").await;
+    assert_eq!(server.log().matches("password hash upgraded").count(), 1, "{}", server.log());
+    sign_in(&server, &client, "sol").await;
+    assert_eq!(server.log().matches("password hash upgraded").count(), 1, "upgraded once");
+}
+
+#[tokio::test]
 async fn a_disabled_user_loses_login_refresh_userinfo_and_session() {
     let server = Server::start("");
     server.add_user("ned", &[]);
@@ -192,6 +204,81 @@ async fn a_restart_keeps_users_clients_keys_sessions_and_refresh_tokens() {
     assert!(list.contains("notebook") && list.contains("jupyterhub"), "{list}");
     let users = String::from_utf8(server.cli(&["user", "list"], "").stdout).unwrap();
     assert!(users.contains("olga") && users.contains("staff"), "{users}");
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn the_database_and_the_key_encryption_key_are_owner_only_and_private_keys_sealed() {
+    let mut server = Server::start("");
+    server.add_user("pat", &[]);
+    let kek = server.dir.path().join("postern.kek");
+    let db = server.db_path();
+    for file in [db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm"), kek.clone()] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    // The private key is sealed: no PKCS#8 key in the clear anywhere in the database.
+    let client = hub_client(&server);
+    sign_in(&server, &client, "pat").await;
+    server.stop();
+    let bytes = [std::fs::read(&db).unwrap(), std::fs::read(db.with_extension("db-wal")).unwrap_or_default()].concat();
+    assert!(bytes.windows(5).any(|w| w == b"PKEK1"), "a sealed key is stored");
+    // An RSA PKCS#8 key in the clear: version 0, then the rsaEncryption algorithm identifier.
+    let rsa_pkcs8 = [0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    assert!(!bytes.windows(rsa_pkcs8.len()).any(|w| w == rsa_pkcs8), "no private key in the clear");
+
+    // A database others can read is refused, with what to run.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = server.cli(&["keys", "list"], "");
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("chmod 600") && message.contains("postern.db"), "{message}");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Without its key-encryption key the database's private keys cannot be read, and Postern says so.
+    let saved = std::fs::read(&kek).unwrap();
+    std::fs::remove_file(&kek).unwrap();
+    let out = server.cli(&["keys", "list"], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key-encryption key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&kek, saved).unwrap();
+    assert!(server.cli(&["keys", "list"], "").status.success());
+}
+
+#[tokio::test]
+async fn rotating_the_key_encryption_key_re_seals_every_private_key_while_serving() {
+    let mut server = Server::start("");
+    server.add_user("quin", &[]);
+    let client = hub_client(&server);
+    let before = sign_in(&server, &client, "quin").await;
+    let kek = server.dir.path().join("postern.kek");
+    let old_key = std::fs::read_to_string(&kek).unwrap();
+    assert!(server.cli(&["keys", "rotate"], "").status.success(), "two signing keys to re-seal");
+
+    let out = server.cli(&["keys", "rotate-encryption-key"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new_key = std::fs::read_to_string(&kek).unwrap();
+    assert_ne!(old_key, new_key);
+    assert_eq!(new_key.lines().count(), 1, "the old key is gone");
+    assert_eq!(mode(&kek), 0o600);
+
+    // The running server and a restarted one both go on signing and verifying.
+    let after = sign_in(&server, &client, "quin").await;
+    verify_id_token(&server, after.extra_fields().id_token.as_deref().unwrap(), "jupyterhub").await;
+    server.restart();
+    verify_id_token(&server, before.extra_fields().id_token.as_deref().unwrap(), "jupyterhub").await;
+    sign_in(&server, &client, "quin").await;
+    // The old key no longer opens anything.
+    std::fs::write(&kek, old_key).unwrap();
+    assert!(!server.cli(&["keys", "list"], "").status.success());
 }
 
 #[tokio::test]
@@ -259,6 +346,14 @@ async fn cli_registered_jupyterhub_client_works_as_printed() {
     assert!(printed.contains("c.GenericOAuthenticator.username_claim = \"sub\""), "{printed}");
     assert!(printed.contains("c.GenericOAuthenticator.allow_all = True"), "{printed}");
     assert!(!printed.contains("manage_groups"), "no groups reach this client:\n{printed}");
+
+    // Plain http beyond loopback only when the operator says so.
+    let insecure = ["client", "add", "hub4", "--redirect-uri", "http://hub4.example/cb"];
+    let out = server.cli(&insecure, "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_insecure_redirect_uris"));
+    assert!(server.cli(&[&insecure[..], &["--allow-insecure-redirect-uris"]].concat(), "").status.success());
+    assert!(server.cli(&["client", "add", "cli5", "--redirect-uri", "http://127.0.0.1:9/cb"], "").status.success());
 }
 
 #[test]
@@ -305,6 +400,10 @@ fn invalid_configuration_names_the_key() {
             "clients.hub.redirect_uris[0]",
         ),
         ("issuer = \"https://a.example\"\n[clients.hub]\nredirect_uris = [\"https://h.example/cb\"]\n", "clients.hub.secret"),
+        (
+            "issuer = \"https://a.example\"\n[clients.hub]\nsecret = \"0123456789abcdef\"\nredirect_uris = [\"http://h.example/cb\"]\n",
+            "clients.hub.redirect_uris[0]",
+        ),
     ];
     for (toml, key) in cases {
         std::fs::write(&config, toml).unwrap();

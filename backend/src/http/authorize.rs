@@ -12,6 +12,7 @@ use super::error::{no_store, OAuthCode};
 use super::params::Params;
 use super::{now, session, AppState, Error};
 use crate::claims::parse_scope;
+use crate::keys::Unverified;
 use crate::store::{AuthorizationRequest, Client, NewGrant, PendingLimits, Timestamp};
 use crate::tokens;
 use shared::StopReason;
@@ -29,6 +30,7 @@ pub(super) const AUTHORIZE_PARAMS: &[&str] = &[
     "code_challenge_method",
     "prompt",
     "max_age",
+    "id_token_hint",
     "request",
     "request_uri",
 ];
@@ -176,9 +178,23 @@ async fn authorize(
         Err((code, description)) => return Ok(reply.error(code, &description)),
     };
 
-    // 3. An SSO session answers at once, unless the client wants a fresh login.
+    // An id_token we issued names who the client expects (OIDC Core §3.1.2.1); one signed by a key no
+    // longer held says nothing; a forged one is refused.
+    let hinted_user = match params.get("id_token_hint").map(|jwt| state.keys.current().check(jwt)) {
+        None | Some(Err(Unverified::UnknownKey)) => None,
+        Some(Ok(claims)) if claims["aud"] == client.id.as_str() => claims["sub"].as_str().map(str::to_owned),
+        Some(_) => return Ok(reply.error(OAuthCode::InvalidRequest, "id_token_hint is not an id_token issued to you")),
+    };
+
+    // 3. An SSO session answers at once, unless the client wants a fresh login or expects someone else.
     let now = now();
-    let session = session::current(&state, &headers).await?;
+    let mut session = session::current(&state, &headers).await?;
+    if let (Some(expected), Some(current)) = (&hinted_user, &session) {
+        let user = state.store.user_by_id(current.user_id).await?;
+        if user.is_none_or(|u| &u.username != expected) {
+            session = None;
+        }
+    }
     let fresh_enough = |auth_time: Timestamp| validated.max_age.is_none_or(|max| now - auth_time <= max as i64);
     if let Some(session) = session.filter(|s| !validated.prompt.login && fresh_enough(s.auth_time)) {
         let request = validated.into_request(&client, String::new(), now);
@@ -186,7 +202,11 @@ async fn authorize(
         return Ok(see_other(&location));
     }
     if validated.prompt.none {
-        return Ok(reply.error(OAuthCode::LoginRequired, "the user is not signed in"));
+        let description = match hinted_user {
+            Some(_) => "the user named by id_token_hint is not signed in",
+            None => "the user is not signed in",
+        };
+        return Ok(reply.error(OAuthCode::LoginRequired, description));
     }
 
     // 4. Park the request, tied to this browser, and send the browser to the login page with only an

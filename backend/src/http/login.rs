@@ -93,7 +93,8 @@ pub async fn login(
         Some(name) => state.store.user_by_name(name).await?,
         None => None,
     };
-    let password_ok = state.passwords.verify(login.password, user.as_ref().map(|u| u.password_hash.clone())).await;
+    let password_ok =
+        state.passwords.verify(login.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await;
     let user = match user {
         Some(user) if password_ok && !user.disabled => user,
         other => {
@@ -108,6 +109,13 @@ pub async fn login(
         }
     };
     attempt.succeeded();
+    // A hash from older argon2 parameters is replaced now that the password is at hand, so that old
+    // accounts and unknown names cost the same to check.
+    if state.passwords.needs_rehash(&user.password_hash) {
+        let upgraded = state.passwords.hash(login.password).await;
+        state.store.upgrade_password_hash(user.id, &user.password_hash, &upgraded).await?;
+        tracing::info!(user = %user.username, "password hash upgraded to the current argon2 parameters");
+    }
 
     // The login completes the request once: a ticket for the browser's next, top-level step, which
     // sets the session cookie first-party even when this page is on another site.

@@ -13,6 +13,7 @@ use super::client_ip::ClientIp;
 use super::error::no_store;
 use super::params::{is_form, Params};
 use super::{session, AppState, Error};
+use crate::keys::Unverified;
 
 /// `GET` or `POST /end-session`.
 pub async fn end_session(
@@ -35,9 +36,11 @@ pub async fn end_session(
     }
 
     // Which client asks: the id_token_hint's audience (signed by us), or client_id; never two different ones.
-    let hint = match params.get("id_token_hint") {
-        Some(jwt) => Some(state.keys.current().verify(jwt).ok_or_else(|| state.stop(StopReason::InvalidRequest))?),
-        None => None,
+    // A hint signed by a key no longer held (retired since) is as good as none: the user is asked.
+    let hint = match params.get("id_token_hint").map(|jwt| state.keys.current().check(jwt)) {
+        None | Some(Err(Unverified::UnknownKey)) => None,
+        Some(Ok(claims)) => Some(claims),
+        Some(Err(Unverified::Invalid)) => return Err(state.stop(StopReason::InvalidRequest)),
     };
     let hinted_client = hint.as_ref().and_then(|c| c["aud"].as_str().map(str::to_owned));
     let client_id = match (hinted_client, params.get("client_id")) {

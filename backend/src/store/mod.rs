@@ -25,6 +25,9 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's files are not private to Postern.
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 /// Result of a storage call.
@@ -115,14 +118,14 @@ pub struct Client {
     pub source: ClientSource,
 }
 
-/// A signing key as stored: the private key in PKCS#8 DER.
+/// A signing key as stored: the private key in PKCS#8 DER, sealed with the key-encryption key.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredKey {
     /// Key id (RFC 7638 thumbprint).
     pub kid: String,
     /// JWS algorithm name.
     pub alg: String,
-    /// PKCS#8 v1 DER.
+    /// PKCS#8 v1 DER, sealed (see `kek`).
     pub private_key: Vec<u8>,
     /// Creation time.
     pub created_at: Timestamp,
@@ -290,6 +293,9 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a user's password hash and, in the same transaction, ends their sessions and revokes
     /// every grant: what the old password started ends with it.
     async fn set_password(&self, username: &str, password_hash: &str, now: Timestamp) -> StoreResult<()>;
+    /// Replaces a password hash by a new hash of the same password (current argon2 parameters), unless
+    /// the hash changed meanwhile; sessions and grants stay.
+    async fn upgrade_password_hash(&self, user_id: i64, old_hash: &str, new_hash: &str) -> StoreResult<()>;
     /// Disables or enables a user; disabling also ends their sessions and revokes every grant.
     async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()>;
     /// Replaces a user's groups.
@@ -308,6 +314,10 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a new signing key.
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Replaces a signing key's stored (sealed) private key.
+    async fn set_signing_key_material(&self, kid: &str, private_key: &[u8]) -> StoreResult<()>;
+    /// Deletes a signing key (retired: every token it signed has expired).
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()>;
 
     /// Stores a pending authorization request within `limits`, atomically: false (and nothing stored)
     /// when its network already holds as many live requests as it may; its browser's oldest go first

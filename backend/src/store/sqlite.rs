@@ -1,6 +1,6 @@
 //! [`Store`] on an embedded SQLite file (WAL mode), migrations applied at open.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,8 +32,14 @@ const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.scope, g.nonce, g.a
      g.code_challenge, g.code_expires_at, g.code_used_at, g.revoked_at";
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file and applies pending migrations.
+    /// Opens (creating if missing, owner-only) the database file and applies pending migrations.
+    /// Refuses a database that other users can read (it holds password hashes and private keys).
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        crate::private_files::create_file(path).map_err(|e| StoreError::Unsafe(format!("{}: {e}", path.display())))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            crate::private_files::check(&file).map_err(StoreError::Unsafe)?;
+        }
         // synchronous=NORMAL in WAL mode: a commit survives Postern crashing or being killed; a power cut
         // or kernel crash may lose the last commits since the last checkpoint (about a second), never
         // the database's consistency.
@@ -232,6 +238,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn upgrade_password_hash(&self, user_id: i64, old_hash: &str, new_hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+            .bind(new_hash)
+            .bind(user_id)
+            .bind(old_hash)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()> {
         let id = self.user_id(username).await?;
         let mut tx = self.write().await?;
@@ -315,6 +331,20 @@ impl Store for SqliteStore {
             .bind(key.created_at)
             .execute(&self.writer)
             .await?;
+        Ok(())
+    }
+
+    async fn set_signing_key_material(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
+            .bind(private_key)
+            .bind(kid)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = ?").bind(kid).execute(&self.writer).await?;
         Ok(())
     }
 

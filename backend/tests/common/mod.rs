@@ -174,6 +174,13 @@ redirect_uris = ["https://legacy.example/cb"]
         self.spawn();
     }
 
+    /// Restarts the process with `extra` in place of the configuration it was started with.
+    pub fn reconfigure(&mut self, extra: &str) {
+        self.extra = extra.to_owned();
+        self.write_config();
+        self.restart();
+    }
+
     /// The server process's id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
