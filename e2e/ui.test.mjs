@@ -320,7 +320,7 @@ test("the split deployment: UI on its own origin, API on another", async () => {
     check(unexpectedErrors(rp).length === 0, `no console errors: ${rp.errors}`, split);
     await rp.context().close();
 
-    // CORS answers the UI's origin only, with credentials (the login API's session cookie).
+    // CORS answers the UI's origin only, and without credentials: no route the UI calls reads a cookie.
     const preflight = (origin) =>
       fetch(split.url("/api/login"), {
         method: "OPTIONS",
@@ -328,7 +328,7 @@ test("the split deployment: UI on its own origin, API on another", async () => {
       });
     const allowed = await preflight(ui.origin);
     check(allowed.headers.get("access-control-allow-origin") === ui.origin, "UI origin allowed", split);
-    check(allowed.headers.get("access-control-allow-credentials") === "true", "with credentials", split);
+    check(allowed.headers.get("access-control-allow-credentials") === null, "without credentials", split);
     check((await preflight("http://evil.example")).headers.get("access-control-allow-origin") === null, "others not", split);
     passed = true;
   } finally {
@@ -364,6 +364,17 @@ test("every page renders, with its security headers and no console error", async
     check(unexpectedErrors(page, statuses).length === 0, `${path}: console errors: ${page.errors}`);
     await page.context().close();
   }
+  // /callback names only known error codes, never text from its query (it is on Postern's origin).
+  const phished = await newPage(browser);
+  const lure = "Your account is locked. Call +1 555 0100 to unlock it";
+  await phished.goto(postern.url(`/callback?error=${encodeURIComponent(lure)}&error_description=${encodeURIComponent(lure)}`));
+  await phished.getByRole("heading", { name: "Sign-in failed" }).waitFor();
+  const shown = await phished.textContent(".error-text");
+  check(shown === "The sign-in returned an error." && !(await phished.content()).includes("555 0100"), `shown: ${shown}`);
+  await phished.goto(postern.url(`/callback?error=access_denied&error_description=${encodeURIComponent(lure)}`));
+  await phished.getByText("The sign-in was refused.").waitFor();
+  check(!(await phished.content()).includes("555 0100"), "a known code, still no query text");
+  await phished.context().close();
   // A configuration that cannot load: no product name is known, so the title falls back to Postern's.
   const broken = await newPage(browser);
   await broken.route("**/ui-config.json", (route) => route.fulfill({ status: 503, body: "" }));

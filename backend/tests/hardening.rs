@@ -241,18 +241,20 @@ async fn a_login_ticket_works_only_in_the_browser_that_started_the_sign_in() {
 
 #[tokio::test]
 async fn a_session_ends_at_its_absolute_lifetime_however_busy() {
-    let server = Server::start("session.lifetime = 2\nsession.idle_timeout = 3600");
+    // Times are whole seconds, so a 4 s lifetime lasts between 3 and 4 s.
+    let server = Server::start("session.lifetime = 4\nsession.idle_timeout = 3600");
     server.add_user("zoe", &[]);
     let client = hub_client(&server);
     let browser = browser();
     login(&browser, &server, &authorization(&client, &[]).url, "zoe", PASSWORD).await;
-    // Kept busy: used every half second, so never idle.
-    for _ in 0..3 {
+    let signed_in = std::time::Instant::now();
+    // Kept busy: used every half second, so never idle, for 2 s.
+    while signed_in.elapsed() < std::time::Duration::from_secs(2) {
         let auth = authorization(&client, &[]);
         assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/hub/oauth_callback");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5).saturating_sub(signed_in.elapsed())).await;
     let auth = authorization(&client, &[]);
     assert_eq!(location(&browser.get(auth.url.clone()).send().await.unwrap()).path(), "/login", "lifetime over");
 }

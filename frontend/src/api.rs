@@ -5,7 +5,6 @@ use oauth2::PkceCodeVerifier;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use shared::{ErrorBody, ErrorCode, LoginRequest, LoginResponse, PendingRequest, TokenResponse, UiConfig};
-use web_sys::RequestCredentials;
 
 /// A failed call, ready to show: the API's own message, or one for a network failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +46,14 @@ pub async fn ui_config() -> Result<UiConfig, Failure> {
 /// What the login page shows about a pending request.
 pub async fn pending_request(api: &str, handle: &str) -> Result<PendingRequest, Failure> {
     let url = format!("{api}{}/{handle}", shared::AUTHORIZATION_REQUEST_PATH);
-    read(Request::get(&url).credentials(RequestCredentials::Include).send().await).await
+    read(Request::get(&url).send().await).await
 }
 
 /// Submits credentials.
 pub async fn login(api: &str, body: &LoginRequest) -> Result<LoginResponse, Failure> {
-    let request = Request::post(&format!("{api}{}", shared::LOGIN_PATH))
-        .credentials(RequestCredentials::Include)
-        .json(body)
-        .map_err(Failure::network)?;
+    // No cookies: no route the login page calls reads one (the browser's binding is checked by its
+    // top-level visit to /authorize/resume).
+    let request = Request::post(&format!("{api}{}", shared::LOGIN_PATH)).json(body).map_err(Failure::network)?;
     read(request.send().await).await
 }
 

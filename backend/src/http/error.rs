@@ -1,7 +1,7 @@
 //! The HTTP layer's one error type and its mapping to responses (RFC 6749 §5.2, RFC 6750 §3, the login API).
 
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
@@ -179,12 +179,12 @@ impl IntoResponse for Error {
                 no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
             }
             Error::Stop { reason, ui_page: None } => {
-                let mut response = (StatusCode::BAD_REQUEST, Html(error_page(reason.message()))).into_response();
-                response.headers_mut().insert(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+                let body = format!(
+                    "<h1>This sign-in request cannot continue</h1><p>{}</p><p>Go back to the application and start \
+                     again. If this keeps happening, tell its administrator.</p>",
+                    super::page::escape(reason.message())
                 );
-                no_store(response)
+                super::page::render(StatusCode::BAD_REQUEST, "Sign-in error", &body)
             }
             Error::Throttled { refusal, oauth } => {
                 // Only attempts that were checked and wrong are called failed.
@@ -222,17 +222,4 @@ impl IntoResponse for Error {
             }
         }
     }
-}
-
-fn error_page(message: &'static str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign-in error</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
-         line-height:1.5}}@media(prefers-color-scheme:dark){{body{{background:#111;color:#eee}}}}</style></head>\
-         <body><h1>This sign-in request cannot continue</h1><p>{}</p>\
-         <p>Go back to the application and start again. If this keeps happening, tell its administrator.</p>\
-         </body></html>",
-        message
-    )
 }

@@ -3,14 +3,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use shared::StopReason;
 use subtle::ConstantTimeEq;
 
 use super::authorize::{see_other, with_query};
 use super::client_ip::ClientIp;
-use super::error::no_store;
+use super::page::{self, escape};
 use super::params::{is_form, Params};
 use super::{session, AppState, Error};
 use crate::keys::Unverified;
@@ -93,10 +93,6 @@ pub async fn end_session(
     Ok(response)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
 /// "Sign out?" with a form that posts back here with the confirmation token.
 fn confirmation_page(state: &AppState, params: &Params, client_id: Option<&str>, token: &str) -> Response {
     let mut fields = format!(r#"<input type="hidden" name="confirm" value="{}">"#, escape(token));
@@ -109,21 +105,10 @@ fn confirmation_page(state: &AppState, params: &Params, client_id: Option<&str>,
         }
     }
     let product = escape(&state.config.ui.product_name);
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Sign out · {product}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:30rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}\
-         button{{font:inherit;font-weight:600;padding:.7rem 1.2rem;border:0;border-radius:8px;background:#2f5bd3;color:#fff}}\
-         @media(prefers-color-scheme:dark){{body{{background:#111;color:#eee}}}}</style></head><body>\
-         <h1>Sign out of {product}?</h1><p>An application asked to end your {product} session in this browser.</p>\
-         <form method=\"post\" action=\"{action}\">{fields}<button type=\"submit\">Sign out</button></form></body></html>",
+    let body = format!(
+        "<h1>Sign out of {product}?</h1><p>An application asked to end your {product} session in this browser.</p>\
+         <form method=\"post\" action=\"{action}\">{fields}<button type=\"submit\">Sign out</button></form>",
         action = escape(&state.config.endpoint("/end-session")),
     );
-    let mut response = (StatusCode::OK, Html(page)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        // No form-action: the confirmed sign-out redirects to the client's registered URI.
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
-    );
-    no_store(response)
+    page::render(StatusCode::OK, &format!("Sign out · {}", state.config.ui.product_name), &body)
 }

@@ -9,6 +9,7 @@ mod error;
 pub mod fuzzing;
 mod login;
 mod logout;
+mod page;
 mod params;
 mod revocation;
 mod session;
@@ -100,7 +101,7 @@ pub fn router(state: AppState) -> Router {
             CorsLayer::new()
                 // A list, not `exact`: other origins get no CORS headers at all.
                 .allow_origin(AllowOrigin::list([origin]))
-                .allow_credentials(true)
+                // No credentials: none of these routes reads a cookie.
                 .allow_methods([Method::GET, Method::POST])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
         );

@@ -46,14 +46,7 @@ pub async fn start(
     let lifetime = state.config.session.lifetime;
     let session = Session { user_id, auth_time, expires_at: auth_time + lifetime as i64 };
     state.store.create_session(&tokens::hash(&id), &session, now()).await?;
-    let cookie = Cookie::build((state.config.session_cookie(), id))
-        .path("/")
-        .http_only(true)
-        .secure(state.config.secure_cookies())
-        .same_site(SameSite::Lax)
-        .max_age(cookie::time::Duration::seconds(lifetime as i64))
-        .build();
-    Ok(HeaderValue::from_str(&cookie.to_string()).expect("a cookie of base64url characters is a valid header"))
+    Ok(set_cookie(state, state.config.session_cookie(), id, Some(lifetime as i64)))
 }
 
 /// Ends this browser's session, if any, and returns the `Set-Cookie` that removes the cookie.
@@ -61,14 +54,7 @@ pub async fn end(state: &AppState, headers: &HeaderMap) -> StoreResult<HeaderVal
     if let Some(id) = cookie_value(state, headers) {
         state.store.delete_session(&tokens::hash(&id)).await?;
     }
-    let cookie = Cookie::build((state.config.session_cookie(), ""))
-        .path("/")
-        .http_only(true)
-        .secure(state.config.secure_cookies())
-        .same_site(SameSite::Lax)
-        .max_age(cookie::time::Duration::ZERO)
-        .build();
-    Ok(HeaderValue::from_str(&cookie.to_string()).expect("an empty cookie is a valid header"))
+    Ok(set_cookie(state, state.config.session_cookie(), String::new(), Some(0)))
 }
 
 /// This browser's binding value, and the `Set-Cookie` that gives it one if it has none yet. The value
@@ -79,15 +65,23 @@ pub fn browser_binding(state: &AppState, headers: &HeaderMap) -> (String, Option
         return (value, None);
     }
     let value = tokens::random_token();
-    let cookie = Cookie::build((name, value.clone()))
+    let header = set_cookie(state, name, value.clone(), None);
+    (value, Some(header))
+}
+
+/// The one way Postern sets a cookie: host-only, `Path=/`, HttpOnly, SameSite=Lax, Secure on https
+/// (where the name carries the `__Host-` prefix); `max_age` in seconds, none for the browser session.
+fn set_cookie(state: &AppState, name: String, value: String, max_age: Option<i64>) -> HeaderValue {
+    let mut cookie = Cookie::build((name, value))
         .path("/")
         .http_only(true)
         .secure(state.config.secure_cookies())
         .same_site(SameSite::Lax)
         .build();
-    let header =
-        HeaderValue::from_str(&cookie.to_string()).expect("a cookie of base64url characters is a valid header");
-    (value, Some(header))
+    if let Some(seconds) = max_age {
+        cookie.set_max_age(cookie::time::Duration::seconds(seconds));
+    }
+    HeaderValue::from_str(&cookie.to_string()).expect("cookie names and base64url values are valid in a header")
 }
 
 /// Whether this request comes from the browser whose binding cookie hashes to `expected`.

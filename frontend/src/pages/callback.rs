@@ -86,6 +86,27 @@ fn refresh_token_lifetime(tokens: &TokenResponse) -> String {
     }
 }
 
+/// What to say for an OAuth error code (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6); the query's own
+/// text (`error_description`) is never shown.
+fn error_message(code: &str) -> &'static str {
+    match code {
+        "access_denied" => "The sign-in was refused.",
+        "login_required" | "interaction_required" | "consent_required" | "account_selection_required" => {
+            "You are not signed in, and the application asked not to show the sign-in page."
+        }
+        "invalid_request"
+        | "invalid_request_uri"
+        | "invalid_request_object"
+        | "request_not_supported"
+        | "request_uri_not_supported" => "The sign-in request was malformed.",
+        "invalid_scope" => "The sign-in asked for permissions this application may not have.",
+        "unauthorized_client" | "unsupported_response_type" => "This application may not sign in this way.",
+        "temporarily_unavailable" => "The sign-in service is busy. Try again in a few minutes.",
+        "server_error" => "The sign-in service failed. Try again later.",
+        _ => "The sign-in returned an error.",
+    }
+}
+
 /// The callback page.
 #[component]
 pub fn Callback() -> impl IntoView {
@@ -94,10 +115,9 @@ pub fn Callback() -> impl IntoView {
     let query = use_query_map().get_untracked();
     let (outcome, set_outcome) = signal(None::<Result<Outcome, String>>);
     match (query.get("code"), query.get("state"), query.get("error")) {
-        (_, _, Some(error)) => {
-            let description = query.get("error_description").unwrap_or_default();
-            set_outcome.set(Some(Err(format!("The sign-in returned an error: {error}. {description}"))));
-        }
+        // Only known codes are named: this page is on the identity provider's origin, and anyone can
+        // link to it with a query of their choosing.
+        (_, _, Some(error)) => set_outcome.set(Some(Err(error_message(&error).into()))),
         (Some(code), Some(state), None) => {
             spawn_local(async move { set_outcome.set(Some(finish(config, code, state).await)) })
         }
