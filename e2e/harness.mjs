@@ -15,11 +15,6 @@ export const root = path.resolve(import.meta.dirname, "..");
 export const posternBin = process.env.POSTERN_BIN ?? path.join(root, "target", "debug", "postern");
 export const dist = process.env.POSTERN_UI_DIR ?? path.join(root, "dist");
 export const screenshots = path.join(root, "target", "screenshots");
-// The tests' own settings share Postern's prefix but are not its configuration, which would refuse
-// them as unknown keys: Postern runs without them.
-export const posternEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([name]) => !["POSTERN_BIN", "POSTERN_UI_DIR", "POSTERN_VENV", "POSTERN_DEMO_PORT"].includes(name)),
-);
 export const PASSWORD = "correct horse battery staple";
 export const APP_SECRET = "app-secret-0123456789abcdef";
 
@@ -196,7 +191,7 @@ redirect_uris = ["${appRedirect}"]
 `,
       );
       p.logPath = path.join(p.dir, "postern.log");
-      p.child = startProcess(posternBin, ["--config", p.config, "serve"], { logPath: p.logPath, env: posternEnv });
+      p.child = startProcess(posternBin, ["--config", p.config, "serve"], { logPath: p.logPath });
       const deadline = Date.now() + 30_000;
       for (;;) {
         try {
@@ -219,7 +214,7 @@ redirect_uris = ["${appRedirect}"]
   }
 
   cli(args, stdin = "") {
-    const out = spawnSync(posternBin, ["--config", this.config, ...args], { input: stdin, encoding: "utf8", env: posternEnv });
+    const out = spawnSync(posternBin, ["--config", this.config, ...args], { input: stdin, encoding: "utf8" });
     if (out.status !== 0) throw new Error(`postern ${args.join(" ")} failed: ${out.stderr}`);
     return out.stdout;
   }

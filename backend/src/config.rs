@@ -16,6 +16,23 @@ use crate::keys::Algorithm;
 /// (`POSTERN_TOKENS__SIGNING_ALG`, `POSTERN_CLIENTS__JUPYTERHUB__SECRET`).
 pub const ENV_PREFIX: &str = "POSTERN_";
 
+/// The configuration's top-level keys: the only `POSTERN_*` environment variables read (with
+/// `POSTERN_CONFIG`, the file's name). Any other is ignored: a script's own `POSTERN_BIN`, or the
+/// `POSTERN_PORT`, `POSTERN_SERVICE_HOST`, … that Kubernetes gives every pod of a Service named postern.
+const KEYS: &[&str] = &[
+    "issuer",
+    "listen",
+    "trusted_proxies",
+    "database",
+    "key_encryption_key_file",
+    "key_encryption_key",
+    "ui",
+    "tokens",
+    "session",
+    "argon2",
+    "clients",
+];
+
 /// Everything Postern reads from its configuration file and environment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,8 +280,17 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        // POSTERN_CONFIG names the file itself and is not a key.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        // Unknown keys in the file are errors (a typo must not pass silently); in the environment, only
+        // variables naming one of Postern's keys are read.
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            let known = KEYS.iter().any(|k| k.eq_ignore_ascii_case(top));
+            if !known && !top.eq_ignore_ascii_case("config") {
+                tracing::debug!(variable = %format!("{ENV_PREFIX}{}", key.as_str().to_ascii_uppercase()), "not a configuration key; ignored");
+            }
+            known
+        });
+        figment = figment.merge(env);
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.source = file.map(Path::to_path_buf);
         config.validate()?;
@@ -450,5 +476,19 @@ impl ClientConfig {
         }
         crate::clients::check_scopes(&self.scopes).map_err(|m| invalid(key("scopes"), m))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_read_from_the_environment_is_a_configuration_key() {
+        for key in KEYS {
+            let toml = format!("issuer = \"https://a.example\"\n{key} = 1\n");
+            let error = Figment::new().merge(Toml::string(&toml)).extract::<Config>().unwrap_err().to_string();
+            assert!(!error.contains("unknown field"), "{key}: {error}");
+        }
     }
 }

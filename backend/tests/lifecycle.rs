@@ -387,6 +387,46 @@ fn cli_user_management() {
 }
 
 #[test]
+fn stray_postern_variables_in_the_environment_are_ignored_but_unknown_file_keys_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(&config, format!("issuer = \"https://a.example\"\ndatabase = \"{}/p.db\"\n", dir.path().display()))
+        .unwrap();
+    let run = |extra_env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+        command.arg("--config").arg(&config).args(["client", "list"]).env("RUST_LOG", "debug");
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    // What a script exports, and what Kubernetes injects for a Service named postern.
+    let stray = [
+        ("POSTERN_BIN", "/usr/local/bin/postern"),
+        ("POSTERN_PORT", "tcp://10.96.0.12:8080"),
+        ("POSTERN_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+        ("POSTERN_PORT_8080_TCP_PROTO", "tcp"),
+        ("POSTERN_SERVICE_HOST", "10.96.0.12"),
+        ("POSTERN_SERVICE_PORT", "8080"),
+    ];
+    let out = run(&stray);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("POSTERN_SERVICE_HOST"),
+        "a debug line names what was ignored"
+    );
+    // Postern's own keys still come from the environment, and are still checked.
+    let out = run(&[("POSTERN_TOKENS__CODE_LIFETIME", "600")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens.code_lifetime"));
+    // A typo in the file is still an error.
+    std::fs::write(&config, "issuer = \"https://a.example\"\nlisten_address = \"127.0.0.1:1\"\n").unwrap();
+    let out = run(&stray);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_address"));
+}
+
+#[test]
 fn invalid_configuration_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("postern.toml");
