@@ -79,6 +79,17 @@ test("docker-compose.yml is valid and needs its secrets", () => {
     assert.equal(list.status, 0, list.stderr);
   });
   for (const name of Object.keys(config.services.postern.environment)) assert.match(name, /^POSTERN_[A-Z_]+$/);
+
+  // The health check is a command the binary knows: with nothing listening it says so (exit 1), not usage (2).
+  const [kind, program, ...args] = config.services.postern.healthcheck.test;
+  assert.equal(kind, "CMD");
+  assert.equal(program, "postern");
+  const configArg = args.indexOf("--config") + 1;
+  args[configArg] = path.join(root, "deploy", "postern.toml");
+  const env = { ...config.services.postern.environment, POSTERN_LISTEN: "127.0.0.1:9", PATH: process.env.PATH };
+  const check = spawnSync(posternBin, args, { env, encoding: "utf8" });
+  assert.equal(check.status, 1, check.stderr);
+  assert.match(check.stderr, /127\.0\.0\.1:9/);
 });
 
 test("the compose Hub uses every setting `postern client add --jupyterhub` prints for the demo", () => {

@@ -43,6 +43,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Read a secret from standard input and print its argon2id hash, for `secret_hash` in the config.
     HashSecret,
+    /// Ask the server at `listen` whether it is ready (exit status 0) or not (1): for container health
+    /// checks in images without an HTTP client.
+    Health,
 }
 
 /// `postern keys …`
@@ -175,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", passwords(&config)?.hash_now(&secret));
             Ok(())
         }
+        Command::Health => health(&config).await,
         Command::User(command) => user(&config, command).await,
         Command::Keys(command) => keys(&config, command).await,
         Command::Client(command) => client(&config, command).await,
@@ -203,6 +207,33 @@ fn read_secret(what: &str) -> anyhow::Result<String> {
         bail!("{what} must be at least 8 characters");
     }
     Ok(secret)
+}
+
+/// `GET /healthz/ready` on the configured listen address, over plain HTTP/1.1.
+async fn health(config: &Config) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.write_all(b"GET /healthz/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), check)
+        .await
+        .with_context(|| format!("{address} did not answer within 5 s"))?
+        .with_context(|| format!("asking {address}"))?;
+    let status = answer.get(9..12).unwrap_or_default();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    if status != "200" {
+        bail!("not ready ({status}): {body}");
+    }
+    println!("ready");
+    Ok(())
 }
 
 fn check_groups(groups: &[String]) -> anyhow::Result<Vec<String>> {

@@ -179,3 +179,42 @@ async fn key_rotation_keeps_old_keys_published_while_their_tokens_live() {
     verify_id_token(&server, &old_token, "jupyterhub").await;
     verify_id_token(&server, &new_token, "jupyterhub").await;
 }
+
+#[tokio::test]
+async fn liveness_and_readiness_follow_the_store() {
+    use sqlx::Connection;
+    let server = Server::start("");
+    let get = |path: &'static str| {
+        let url = server.url(path);
+        async move {
+            let response = http().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz/live").await, (200, serde_json::json!({ "status": "live" })));
+    assert_eq!(get("/healthz/ready").await, (200, serde_json::json!({ "status": "ready" })));
+    let health = server.cli(&["health"], "");
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
+
+    // Another process holds the database's write lock: Postern cannot complete a sign-in, so it is
+    // not ready, but alive; once the lock goes, it is ready again without a restart.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(server.db_path());
+    let mut blocker = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut blocker).await.unwrap();
+    let (status, body) = get("/healthz/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(get("/healthz/live").await.0, 200);
+    let health = server.cli(&["health"], "");
+    assert!(!health.status.success());
+    assert!(String::from_utf8_lossy(&health.stderr).contains("not ready (503)"));
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get("/healthz/ready").await.0 != 200 {
+        assert!(Instant::now() < deadline, "ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And it works: a sign-in completes.
+    server.add_user("vic", &[]);
+    signed_in(&server, "vic").await;
+}

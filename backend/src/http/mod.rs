@@ -7,6 +7,7 @@ pub mod discovery;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod health;
 mod login;
 mod logout;
 mod page;
@@ -111,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks.json", get(discovery::jwks))
         .route("/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
         .route("/authorize/resume", get(authorize::resume))
+        .route("/healthz/live", get(health::live))
+        .route("/healthz/ready", get(health::ready))
         .route("/end-session", get(logout::end_session).post(logout::end_session))
         .route(shared::UI_CONFIG_PATH, get(ui::ui_config))
         .merge(ui_facing);

@@ -381,6 +381,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes expired requests, sessions, codes and tokens.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()>;
 
+    /// Succeeds when the store can take a write now (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
     /// Moves recent writes to their permanent place (SQLite: a WAL checkpoint), off the request path.
     async fn checkpoint(&self) -> StoreResult<()>;
 }

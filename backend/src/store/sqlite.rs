@@ -636,6 +636,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        // Taking the write lock, then letting it go: reads alone would succeed on a locked database.
+        self.write().await?.rollback().await?;
+        Ok(())
+    }
+
     async fn checkpoint(&self) -> StoreResult<()> {
         // PASSIVE copies what it can without waiting for the writer, which goes on appending to the WAL.
         // Under constant reads it may never catch up, and the log would grow for ever: past a bound,
