@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "tokens",
     "session",
     "argon2",
+    "metrics",
     "clients",
 ];
 
@@ -72,6 +73,9 @@ pub struct Config {
     /// Password hashing cost.
     #[serde(default)]
     pub argon2: Argon2Config,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Relying parties declared in the file, keyed by client id.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientConfig>,
@@ -138,6 +142,16 @@ impl Default for TokenConfig {
             login_request_lifetime: 600,
         }
     }
+}
+
+/// Prometheus metrics: off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener (`GET /metrics`), apart from the public one; keep it private.
+    pub listen: Option<SocketAddr>,
+    /// Label sign-in and token counters with the client id (bounded by the clients registered).
+    pub client_ids: bool,
 }
 
 /// SSO session settings.

@@ -1,5 +1,6 @@
 //! Postern, a self-hosted OpenID Connect provider.
 
+pub mod audit;
 pub mod claims;
 pub mod cli;
 pub mod clients;
@@ -7,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod kek;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod private_files;
 pub mod server;

@@ -109,8 +109,32 @@ impl Passwords {
     }
 
     async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let queued = std::time::Instant::now();
+        let waiting = InQueue::enter();
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        tokio::task::spawn_blocking(work).await.expect("argon2 does not panic")
+        drop(waiting);
+        metrics::histogram!("postern_argon2_wait_seconds").record(queued.elapsed().as_secs_f64());
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(work).await.expect("argon2 does not panic");
+        metrics::histogram!("postern_argon2_duration_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Counts a check in the argon2 queue for as long as it waits, however its wait ends.
+struct InQueue(metrics::Gauge);
+
+impl InQueue {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!("postern_argon2_queue_depth");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InQueue {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

@@ -25,12 +25,25 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     warn_about_wide_proxy_ranges(&config);
-    let store = open_store(&config).await?;
+    let mut store = open_store(&config).await?;
+    if config.metrics.listen.is_some() {
+        store = Arc::new(crate::store::metered::Metered(store));
+    }
     let passwords = Passwords::new(&config.argon2).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     sync_config_clients(store.as_ref(), &config, &passwords, now()).await?;
     // Hashing the configured client secrets should not keep argon2's memory for the life of the process.
     passwords.release_memory();
     let lifetime = config.tokens.access_token_lifetime as i64;
+    if let Some(listen) = config.metrics.listen {
+        let handle = crate::metrics::install(config.metrics.client_ids)?;
+        // Bound before the public listener, so that a port already taken stops the start.
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, handle).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let kek = config.key_encryption_key()?;
     let keys = Keys::new(KeySet::load(store.as_ref(), &kek, config.tokens.signing_alg, now(), lifetime).await?);
     let listener =

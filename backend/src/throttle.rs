@@ -291,6 +291,8 @@ pub struct Throttle {
     /// Woken whenever an attempt ends, so that the queue moves.
     ended: Notify,
     max_wait: Duration,
+    /// Its name in metrics: `login` or `client`.
+    name: &'static str,
 }
 
 impl Throttle {
@@ -299,6 +301,7 @@ impl Throttle {
     /// anyone can cause it).
     pub fn logins(cap: Duration, name_cap: Duration) -> Self {
         Self::new(
+            "login",
             Policy { free: 3, cap, leak: Duration::from_secs(300) },
             Policy { free: 20, cap, leak: Duration::from_secs(15) },
             Some(Policy { free: 10, cap: name_cap, leak: Duration::from_secs(60) }),
@@ -309,13 +312,14 @@ impl Throttle {
     pub fn client_secrets() -> Self {
         let cap = Duration::from_secs(15 * 60);
         Self::new(
+            "client",
             Policy { free: 5, cap, leak: Duration::from_secs(60) },
             Policy { free: 20, cap, leak: Duration::from_secs(15) },
             None,
         )
     }
 
-    fn new(pairs: Policy, addresses: Policy, names: Option<Policy>) -> Self {
+    fn new(name: &'static str, pairs: Policy, addresses: Policy, names: Option<Policy>) -> Self {
         Self {
             state: Mutex::new(State {
                 pairs: Table::new(pairs),
@@ -327,6 +331,7 @@ impl Throttle {
             }),
             ended: Notify::new(),
             max_wait: MAX_QUEUE_WAIT,
+            name,
         }
     }
 
@@ -361,6 +366,7 @@ impl Throttle {
             let ticket = s.next_ticket;
             s.next_ticket += 1;
             s.waiting.push_back((ticket, keys.clone()));
+            self.report_waiting(s.waiting.len());
             ticket
         };
         // Leaves the queue however this future ends (answered, timed out, or dropped with its request).
@@ -376,6 +382,7 @@ impl Throttle {
                     Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
                     Verdict::Admit if !s.ahead(&keys, ticket) => {
                         s.leave_queue(ticket);
+                        self.report_waiting(s.waiting.len());
                         s.admit(&keys, now);
                         drop(s);
                         queued.ticket = None;
@@ -391,9 +398,13 @@ impl Throttle {
         }
     }
 
-    /// Attempts queued now (for tests and metrics).
+    /// Attempts queued now.
     pub fn waiting(&self) -> usize {
         self.lock().waiting.len()
+    }
+
+    fn report_waiting(&self, waiting: usize) {
+        metrics::gauge!("postern_throttle_waiting", "throttle" => self.name).set(waiting as f64);
     }
 }
 
@@ -407,7 +418,10 @@ struct Queued<'a> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket {
-            self.throttle.lock().leave_queue(ticket);
+            let mut s = self.throttle.lock();
+            s.leave_queue(ticket);
+            self.throttle.report_waiting(s.waiting.len());
+            drop(s);
             self.throttle.ended.notify_waiters();
         }
     }

@@ -218,3 +218,71 @@ async fn liveness_and_readiness_follow_the_store() {
     server.add_user("vic", &[]);
     signed_in(&server, "vic").await;
 }
+
+/// The value of the sample `name` whose labels include all of `labels`, from a Prometheus scrape.
+fn sample(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(&format!("{name} ")) || line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|l| line.contains(l)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn prometheus_metrics_count_what_happened_on_their_own_listener() {
+    let port = free_port();
+    let server = Server::start(&format!("metrics.listen = \"127.0.0.1:{port}\""));
+    server.add_user("mila", &[]);
+    let client = hub_client(&server);
+    // A wrong password, then a sign-in, a refresh, a refresh token reused and a code replayed.
+    let browser = browser();
+    let auth = authorization(&client, &[]);
+    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    let handle = query(&login_page, "request").unwrap();
+    assert_eq!(submit_login(&browser, &server, &handle, "mila", "wrong").await.status(), 401);
+    let back = location(&resume(&browser, submit_login(&browser, &server, &handle, "mila", PASSWORD).await).await);
+    let code = query(&back, "code").unwrap();
+    let tokens = exchange(&client, &back, auth.verifier).await;
+    let first = tokens.refresh_token().unwrap().secret().clone();
+    let hub = [("client_id", "jupyterhub"), ("client_secret", HUB_SECRET)];
+    let refresh = [("grant_type", "refresh_token"), ("refresh_token", first.as_str())];
+    assert_eq!(token_form(&server, &[&refresh[..], &hub].concat()).await.status(), 200);
+    assert_eq!(token_form(&server, &[&refresh[..], &hub].concat()).await.status(), 400, "reused");
+    let replay = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", HUB_CALLBACK)];
+    assert_eq!(token_form(&server, &[&replay[..], &hub].concat()).await.status(), 400, "replayed");
+
+    let scrape = http().get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    let count = |name: &str, labels: &[&str]| {
+        sample(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in:\n{scrape}"))
+    };
+    assert_eq!(count("postern_logins_total", &["outcome=\"succeeded\""]), 1.0);
+    assert_eq!(count("postern_logins_total", &["outcome=\"failed\"", "reason=\"wrong_password\""]), 1.0);
+    assert_eq!(count("postern_tokens_issued_total", &["grant_type=\"authorization_code\""]), 1.0);
+    assert_eq!(count("postern_tokens_issued_total", &["grant_type=\"refresh_token\""]), 1.0);
+    assert_eq!(count("postern_refresh_reuse_total", &[]), 1.0);
+    assert_eq!(count("postern_code_replays_total", &[]), 1.0);
+    assert_eq!(count("postern_http_requests_total", &["route=\"/token\"", "method=\"POST\"", "status=\"2xx\""]), 2.0);
+    assert_eq!(count("postern_http_requests_total", &["route=\"/token\"", "status=\"4xx\""]), 2.0);
+    assert_eq!(count("postern_http_request_duration_seconds_count", &["route=\"/api/login\"", "status=\"4xx\""]), 1.0);
+    assert_eq!(count("postern_http_request_duration_seconds_count", &["route=\"/api/login\"", "status=\"2xx\""]), 1.0);
+    assert!(count("postern_argon2_wait_seconds_count", &[]) >= 3.0, "two passwords and the Hub's secret");
+    assert!(count("postern_argon2_duration_seconds_count", &[]) >= 3.0);
+    assert_eq!(count("postern_argon2_queue_depth", &[]), 0.0);
+    assert!(count("postern_store_duration_seconds_count", &["operation=\"redeem_code\""]) >= 1.0);
+    assert!(scrape.contains("# HELP postern_logins_total"), "described");
+    // Bounded labels: no username, no client id unless asked for, no path with a handle in it.
+    for private in ["mila", "jupyterhub", handle.as_str()] {
+        assert!(!scrape.contains(private), "{private} in the scrape");
+    }
+    // Not on the public listener.
+    assert_eq!(http().get(server.url("/metrics")).send().await.unwrap().status(), 404);
+
+    // The operator may opt in to client ids.
+    let port = free_port();
+    let labelled = Server::start(&format!("metrics.listen = \"127.0.0.1:{port}\"\nmetrics.client_ids = true"));
+    labelled.add_user("nils", &[]);
+    signed_in(&labelled, "nils").await;
+    let scrape = http().get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&scrape, "postern_tokens_issued_total", &["client_id=\"jupyterhub\""]), Some(1.0), "{scrape}");
+}

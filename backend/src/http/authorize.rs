@@ -11,6 +11,7 @@ use super::client_ip::ClientIp;
 use super::error::{no_store, OAuthCode};
 use super::params::Params;
 use super::{now, session, AppState, Error};
+use crate::audit;
 use crate::claims::parse_scope;
 use crate::keys::Unverified;
 use crate::store::{AuthorizationRequest, Client, NewGrant, PendingLimits, Timestamp};
@@ -58,7 +59,7 @@ pub async fn resume(
     // Only the browser that started the sign-in may finish it: a ticket passed to another browser
     // would sign that browser in as whoever entered the password (login CSRF). It is spent either way.
     if !session::is_same_browser(&state, &headers, request.browser_hash.as_deref()) {
-        tracing::info!(target: "audit", event = "login_failed", reason = "other_browser", client_id = %request.client_id);
+        audit::login_failed("other_browser", &request.client_id, None);
         return Err(state.stop(StopReason::OtherBrowser));
     }
     let cookie = session::start(&state, &headers, login.user_id, login.auth_time).await?;
@@ -220,7 +221,7 @@ async fn authorize(
         ..validated.into_request(&client, tokens::handle_key(&handle), now)
     };
     if !state.store.insert_authorization_request(&request, PENDING_LIMITS, now).await? {
-        tracing::info!(target: "audit", event = "authorize_refused", reason = "too_many_pending", client_id = %client.id, %ip);
+        audit::authorize_refused("too_many_pending", &client.id, ip);
         let description = "too many sign-ins are waiting from this network; try again in a few minutes";
         return Ok(reply.error(OAuthCode::TemporarilyUnavailable, description));
     }

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use super::error::OAuthCode;
 use super::params::Params;
 use super::{AppState, Error};
+use crate::audit;
 use crate::store::Client;
 
 /// Credentials from an `Authorization: Basic` header, form-urldecoded as RFC 6749 §2.3.1 requires.
@@ -88,7 +89,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
             let attempt = match state.client_throttle.attempt(&client.id, ip).await {
                 Ok(attempt) => attempt,
                 Err(refusal) => {
-                    tracing::info!(target: "audit", event = "client_auth_failed", reason = "throttled", client_id = %client.id, %ip);
+                    audit::client_auth_failed("throttled", &client.id, ip);
                     return Err(Error::Throttled { refusal, oauth: true });
                 }
             };
@@ -98,7 +99,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
                 Ok(client)
             } else {
                 attempt.failed();
-                tracing::info!(target: "audit", event = "client_auth_failed", reason = "wrong_secret", client_id = %client.id, %ip);
+                audit::client_auth_failed("wrong_secret", &client.id, ip);
                 Err(invalid_client("client authentication failed"))
             }
         }

@@ -10,6 +10,7 @@ use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
 use super::client_ip::ClientIp;
 use super::error::no_store;
 use super::{authorize, now, AppState, Error};
+use crate::audit;
 use crate::claims::parse_scope;
 use crate::store::{AuthorizationRequest, RequestLogin, Timestamp};
 use crate::throttle::Refusal;
@@ -85,7 +86,7 @@ pub async fn login(
                 Refusal::Failures(_) => "failures",
                 Refusal::Busy(_) => "busy",
             };
-            tracing::info!(target: "audit", event = "login_throttled", reason, client_id = %request.client_id, %ip);
+            audit::login_throttled(reason, &request.client_id, ip);
             return Err(Error::Throttled { refusal, oauth: false });
         }
     };
@@ -104,7 +105,7 @@ pub async fn login(
                 Some(_) => "wrong_password",
             };
             attempt.failed();
-            tracing::info!(target: "audit", event = "login_failed", reason, client_id = %request.client_id, %ip);
+            audit::login_failed(reason, &request.client_id, Some(ip));
             return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
         }
     };
@@ -130,7 +131,7 @@ pub async fn login(
     if !state.store.authenticate_request(&request.id, &signed_in, now).await? {
         return Err(not_found());
     }
-    tracing::info!(target: "audit", event = "login_succeeded", client_id = %request.client_id, user = %user.username, %ip);
+    audit::login_succeeded(&request.client_id, &user.username, ip);
     let redirect_to = authorize::with_query(&state.config.endpoint("/authorize/resume"), &[("ticket", &ticket)]);
     Ok(no_store(Json(LoginResponse { redirect_to }).into_response()))
 }

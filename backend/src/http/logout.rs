@@ -13,6 +13,7 @@ use super::client_ip::ClientIp;
 use super::page::{self, escape};
 use super::params::{is_form, Params};
 use super::{session, AppState, Error};
+use crate::audit;
 use crate::keys::Unverified;
 
 /// `GET` or `POST /end-session`.
@@ -87,7 +88,7 @@ pub async fn end_session(
         return Ok(confirmation_page(&state, &params, client_id.as_deref(), &token));
     }
     let cookie = session::end(&state, &headers).await?;
-    tracing::info!(target: "audit", event = "logout", client_id = client_id.as_deref().unwrap_or("-"), %ip);
+    audit::logout(client_id.as_deref().unwrap_or("-"), ip);
     let mut response = see_other(&destination);
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)

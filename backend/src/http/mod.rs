@@ -121,8 +121,13 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(ui::static_files(&state.config));
     }
     let hsts = state.config.secure_cookies();
+    let metered = state.config.metrics.listen.is_some();
     let trusted = state.config.trusted_proxies.clone();
     let mut app = app.with_state(state);
+    if metered {
+        // Inside the routes' layers, so the route template is known; outside them would see none.
+        app = app.route_layer(axum::middleware::from_fn(crate::metrics::track_requests));
+    }
     if hsts {
         app = app.layer(SetResponseHeaderLayer::if_not_present(
             header::STRICT_TRANSPORT_SECURITY,

@@ -15,6 +15,7 @@ use super::client_ip::ClientIp;
 use super::error::{no_store, OAuthCode};
 use super::params::{is_form, Params};
 use super::{now, AppState, Error};
+use crate::audit;
 use crate::store::Client;
 use crate::tokens;
 
@@ -52,11 +53,11 @@ pub async fn revoke(
     if let Some(refresh) = state.store.refresh_token(&hash).await? {
         if refresh.grant.client_id == client.id {
             state.store.revoke_grant(refresh.grant.id, now).await?;
-            tracing::info!(target: "audit", event = "token_revoked", kind = "refresh_token", client_id = %client.id, %ip);
+            audit::token_revoked("refresh_token", &client.id, ip);
         }
     } else if let Some(access) = state.store.access_token(&hash, now).await? {
         if access.client_id == client.id && state.store.revoke_access_token(&hash).await? {
-            tracing::info!(target: "audit", event = "token_revoked", kind = "access_token", client_id = %client.id, %ip);
+            audit::token_revoked("access_token", &client.id, ip);
         }
     }
     Ok(no_store(StatusCode::OK.into_response()))

@@ -16,6 +16,7 @@ use super::client_ip::ClientIp;
 use super::error::{no_store, OAuthCode};
 use super::params::{is_form, Params};
 use super::{now, AppState, Error};
+use crate::audit;
 use crate::claims::{has_scope, parse_scope, user_claims};
 use crate::store::{Client, Grant, NewToken, Timestamp, User};
 use crate::tokens::{self, pkce_s256_matches};
@@ -80,7 +81,7 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: I
     if grant.code_used_at.is_some() {
         // RFC 6749 §4.1.2: a replayed code revokes every token issued from it.
         state.store.revoke_grant(grant.id, now).await?;
-        tracing::warn!(target: "audit", event = "code_replayed", client_id = %client.id, %ip, grant = grant.id, "grant revoked");
+        audit::code_replayed(&client.id, grant.id, ip);
         return Err(invalid_grant("the authorization code was already used"));
     }
     if grant.revoked_at.is_some() || grant.code_expires_at <= now {
@@ -106,10 +107,10 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: I
     if !redeemed {
         // Lost a race with another redemption of the same code: that is a replay too, audited as one.
         state.store.revoke_grant(grant.id, now).await?;
-        tracing::warn!(target: "audit", event = "code_replayed", client_id = %client.id, %ip, grant = grant.id, "grant revoked");
+        audit::code_replayed(&client.id, grant.id, ip);
         return Err(invalid_grant("the authorization code was already used"));
     }
-    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "authorization_code", client_id = %client.id, %ip, user = %user.username);
+    audit::tokens_issued("authorization_code", &client.id, &user.username, ip);
     issued.response(state, client, &user, &grant, grant.nonce.as_deref())
 }
 
@@ -129,7 +130,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
     if info.used {
         // A rotated token came back: someone holds a copy. Revoke the whole family (RFC 9700 §4.14.2).
         state.store.revoke_grant(info.grant.id, now).await?;
-        tracing::warn!(target: "audit", event = "refresh_reuse_detected", client_id = %client.id, %ip, grant = info.grant.id, "grant revoked");
+        audit::refresh_reuse_detected(&client.id, info.grant.id, ip);
         return Err(invalid_grant("the refresh token was already used"));
     }
     if info.grant.revoked_at.is_some() || info.expires_at <= now {
@@ -155,10 +156,10 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
     if !state.store.rotate_refresh_token(&hash, now, &issued.access_record(), &refresh_record).await? {
         // Lost a race with another rotation of the same token: reuse, audited as such.
         state.store.revoke_grant(info.grant.id, now).await?;
-        tracing::warn!(target: "audit", event = "refresh_reuse_detected", client_id = %client.id, %ip, grant = info.grant.id, "grant revoked");
+        audit::refresh_reuse_detected(&client.id, info.grant.id, ip);
         return Err(invalid_grant("the refresh token was already used"));
     }
-    tracing::info!(target: "audit", event = "tokens_issued", grant_type = "refresh_token", client_id = %client.id, %ip, user = %user.username);
+    audit::tokens_issued("refresh_token", &client.id, &user.username, ip);
     issued.response(state, client, &user, &info.grant, None)
 }
 

@@ -3,6 +3,7 @@
 //! SQLite ([`sqlite::SqliteStore`]) is the embedded default; another database only needs another
 //! implementation of [`Store`].
 
+pub mod metered;
 pub mod sqlite;
 
 use async_trait::async_trait;
