@@ -13,6 +13,33 @@ async fn sign_in(server: &Server, client: &OidcClient, user: &str) -> TokenRespo
     exchange(client, &back, auth.verifier).await
 }
 
+/// A browser signed in as `user`, with the tokens the client got.
+async fn signed_in_browser(server: &Server, client: &OidcClient, user: &str) -> (reqwest::Client, TokenResponse) {
+    let browser = browser();
+    let auth = authorization(client, &[]);
+    let back = login(&browser, server, &auth.url, user, PASSWORD).await;
+    (browser, exchange(client, &back, auth.verifier).await)
+}
+
+/// Asserts that the tokens are dead and the browser's session is gone; returns the handle of the
+/// login form the next authorization shows.
+async fn assert_all_ended(
+    server: &Server,
+    client: &OidcClient,
+    browser: &reqwest::Client,
+    tokens: &TokenResponse,
+) -> String {
+    assert_eq!(userinfo(server, tokens.access_token().secret()).await.status(), 401);
+    assert_eq!(
+        refresh(client, tokens.refresh_token().unwrap().secret()).await.unwrap_err(),
+        BasicErrorResponseType::InvalidGrant
+    );
+    let auth = authorization(client, &[]);
+    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    assert_eq!(login_page.path(), "/login", "the session ended");
+    query(&login_page, "request").unwrap()
+}
+
 /// A refresh, or its OAuth error (asserted to come with 400, or 401 for `invalid_client`).
 async fn refresh(client: &OidcClient, token: &str) -> Result<TokenResponse, BasicErrorResponseType> {
     let http = Recording::new();
@@ -88,24 +115,13 @@ async fn a_password_change_ends_the_sessions_and_tokens_the_old_password_started
     server.add_user("pia", &[]);
     server.add_user("quentin", &[]);
     let client = hub_client(&server);
-    let browser = browser();
-    let auth = authorization(&client, &[]);
-    let back = login(&browser, &server, &auth.url, "pia", PASSWORD).await;
-    let tokens = exchange(&client, &back, auth.verifier).await;
+    let (browser, tokens) = signed_in_browser(&server, &client, "pia").await;
     let bystander = sign_in(&server, &client, "quentin").await;
 
     let out = server.cli(&["user", "set-password", "pia"], "a brand new password\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 401);
-    assert_eq!(
-        refresh(&client, tokens.refresh_token().unwrap().secret()).await.unwrap_err(),
-        BasicErrorResponseType::InvalidGrant
-    );
-    // The session is gone: the next authorization shows the form, where only the new password works.
-    let auth = authorization(&client, &[]);
-    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
-    assert_eq!(login_page.path(), "/login", "the session ended");
-    let handle = query(&login_page, "request").unwrap();
+    // Only the new password works at the form.
+    let handle = assert_all_ended(&server, &client, &browser, &tokens).await;
     assert_eq!(submit_login(&browser, &server, &handle, "pia", PASSWORD).await.status(), 401);
     assert_eq!(submit_login(&browser, &server, &handle, "pia", "a brand new password").await.status(), 200);
     // Nobody else's tokens were touched.
@@ -150,24 +166,13 @@ async fn a_disabled_user_loses_login_refresh_userinfo_and_session() {
     let server = Server::start("");
     server.add_user("ned", &[]);
     let client = hub_client(&server);
-    let browser = browser();
-    let auth = authorization(&client, &[]);
-    let back = login(&browser, &server, &auth.url, "ned", PASSWORD).await;
-    let tokens = exchange(&client, &back, auth.verifier).await;
+    let (browser, tokens) = signed_in_browser(&server, &client, "ned").await;
 
     let out = server.cli(&["user", "disable", "NED"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 401);
-    assert_eq!(
-        refresh(&client, tokens.refresh_token().unwrap().secret()).await.unwrap_err(),
-        BasicErrorResponseType::InvalidGrant
-    );
-    // The SSO session is gone too: the next authorization shows the form, where the login fails.
-    let auth = authorization(&client, &[]);
-    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
-    assert_eq!(login_page.path(), "/login");
-    let response = submit_login(&browser, &server, &query(&login_page, "request").unwrap(), "ned", PASSWORD).await;
-    assert_eq!(response.status(), 401);
+    // The login fails at the form.
+    let handle = assert_all_ended(&server, &client, &browser, &tokens).await;
+    assert_eq!(submit_login(&browser, &server, &handle, "ned", PASSWORD).await.status(), 401);
 
     // Enabled again, the user signs in; the tokens from before stay dead.
     assert!(server.cli(&["user", "enable", "ned"], "").status.success());
