@@ -48,13 +48,6 @@ pub fn client_auth_failed(reason: &'static str, client_id: &str, ip: IpAddr) {
     }
 }
 
-/// An authorization request was not kept: `too_many_pending` from its network.
-pub fn authorize_refused(reason: &'static str, client_id: &str, ip: IpAddr) {
-    tracing::info!(target: "audit", event = "authorize_refused", reason, client_id = %client_id, %ip);
-    count("authorize_refused");
-    metrics::counter!("postern_throttled_total", "throttle" => "authorize", "reason" => reason).increment(1);
-}
-
 /// Tokens were issued: `grant_type` is `authorization_code` or `refresh_token`.
 pub fn tokens_issued(grant_type: &'static str, client_id: &str, user: &str, ip: IpAddr) {
     tracing::info!(target: "audit", event = "tokens_issued", grant_type, client_id = %client_id, user = %user, %ip);

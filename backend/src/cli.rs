@@ -326,7 +326,7 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = server::open_store(config).await?;
     let alg = config.tokens.signing_alg;
     let lifetime = config.tokens.access_token_lifetime as i64;
-    let mut kek = config.key_encryption_key()?;
+    let mut kek = config.key_encryption_key(true)?;
     match command {
         KeysCommand::Rotate => {
             let key = KeySet::rotate(store.as_ref(), &kek, alg, now()).await?;
@@ -345,10 +345,10 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             let new = crate::kek::generate();
             // Both keys while re-sealing, so that a crash at any point leaves every private key readable.
             crate::private_files::write(&path, format!("{new}\n{old}").as_bytes())?;
-            kek = config.key_encryption_key()?;
+            kek = config.key_encryption_key(true)?;
             KeySet::load(store.as_ref(), &kek, alg, now(), lifetime).await?;
             crate::private_files::write(&path, format!("{new}\n").as_bytes())?;
-            kek = config.key_encryption_key()?;
+            kek = config.key_encryption_key(true)?;
             println!("new key-encryption key {} in {}; every private key re-sealed with it", kek.id(), path.display());
         }
         KeysCommand::List => {}

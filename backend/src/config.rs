@@ -321,12 +321,12 @@ impl Config {
         }
     }
 
-    /// The key-encryption key: from `key_encryption_key` when set, else from its file (generated on
-    /// first use).
-    pub fn key_encryption_key(&self) -> Result<crate::kek::Kek, crate::kek::KekError> {
+    /// The key-encryption key: from `key_encryption_key` when set, else from its file, generated
+    /// when missing if `create_if_missing` (at start-up, not when reloading).
+    pub fn key_encryption_key(&self, create_if_missing: bool) -> Result<crate::kek::Kek, crate::kek::KekError> {
         match &self.key_encryption_key {
             Some(Secret(text)) => crate::kek::Kek::from_text(text, "key_encryption_key"),
-            None => crate::kek::Kek::from_file(&self.key_encryption_key_path()),
+            None => crate::kek::Kek::from_file(&self.key_encryption_key_path(), create_if_missing),
         }
     }
 
@@ -356,8 +356,9 @@ impl Config {
             ("session.lifetime", self.session.lifetime),
             ("session.idle_timeout", self.session.idle_timeout),
         ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than zero"));
+            // Ten years at most: past that, adding a lifetime to a time could overflow.
+            if !(1..=10 * 365 * 24 * 3600).contains(&value) {
+                return Err(invalid(key, "must be between 1 second and 10 years"));
             }
         }
         let name = &self.session.cookie_name;

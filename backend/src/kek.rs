@@ -68,11 +68,14 @@ impl Kek {
         Ok(Self { keys })
     }
 
-    /// Reads the key file, generating it (owner-only) when it does not exist yet.
-    pub fn from_file(path: &Path) -> Result<Self, KekError> {
+    /// Reads the key file; with `create_if_missing`, generates it first (owner-only) when there is
+    /// none, keeping the file of a process that made one at the same moment.
+    pub fn from_file(path: &Path, create_if_missing: bool) -> Result<Self, KekError> {
         let fail = |e: String| KekError::File(path.to_owned(), e);
-        if !path.exists() {
-            private_files::write(path, format!("{}\n", generate()).as_bytes()).map_err(|e| fail(e.to_string()))?;
+        if create_if_missing
+            && private_files::create_new(path, format!("{}\n", generate()).as_bytes())
+                .map_err(|e| fail(e.to_string()))?
+        {
             tracing::info!(path = %path.display(), "generated a key-encryption key; back it up apart from the database");
         }
         private_files::check(path).map_err(fail)?;
@@ -179,10 +182,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("postern.kek");
-        let first = Kek::from_file(&path).unwrap();
+        assert!(matches!(Kek::from_file(&path, false), Err(KekError::File(..))), "not made unless asked");
+        let first = Kek::from_file(&path, true).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(Kek::from_file(&path).unwrap().id(), first.id(), "kept, not regenerated");
+        assert_eq!(Kek::from_file(&path, true).unwrap().id(), first.id(), "kept, not regenerated");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(Kek::from_file(&path), Err(KekError::File(..))));
+        assert!(matches!(Kek::from_file(&path, false), Err(KekError::File(..))));
     }
 }

@@ -111,13 +111,20 @@ impl Passwords {
     async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
         let queued = std::time::Instant::now();
         let waiting = InQueue::enter();
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
         drop(waiting);
         metrics::histogram!("postern_argon2_wait_seconds").record(queued.elapsed().as_secs_f64());
-        let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(work).await.expect("argon2 does not panic");
-        metrics::histogram!("postern_argon2_duration_seconds").record(started.elapsed().as_secs_f64());
-        result
+        // The permit goes with the work: a request dropped meanwhile frees its slot only when the hash
+        // that is running anyway has finished, so abandoned requests cannot pile up hashes.
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = work();
+            metrics::histogram!("postern_argon2_duration_seconds").record(started.elapsed().as_secs_f64());
+            drop(permit);
+            result
+        })
+        .await
+        .expect("argon2 does not panic")
     }
 }
 

@@ -44,6 +44,26 @@ pub fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
     fs::rename(&temporary, path)
 }
 
+/// Creates `path` owner-only with `contents` unless it exists (false then), atomically: another
+/// process creating it at the same moment either wins whole or finds this one's whole file.
+pub fn create_new(path: &Path, contents: &[u8]) -> io::Result<bool> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    let temporary = path.with_extension(format!("new.{}", std::process::id()));
+    let _ = fs::remove_file(&temporary);
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    let linked = fs::hard_link(&temporary, path);
+    fs::remove_file(&temporary)?;
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Fails with what to run when an existing file can be read or written by others than its owner.
 pub fn check(path: &Path) -> Result<(), String> {
     let Ok(meta) = fs::metadata(path) else { return Ok(()) };
@@ -74,6 +94,7 @@ mod tests {
         fs::set_permissions(&nested, fs::Permissions::from_mode(0o644)).unwrap();
         let refused = check(&nested).unwrap_err();
         assert!(refused.contains("chmod 600") && refused.contains("postern.db"), "{refused}");
+        assert!(!create_new(&nested, b"other").unwrap(), "an existing file is kept");
         write(&nested, b"x").unwrap();
         assert_eq!(fs::metadata(&nested).unwrap().permissions().mode() & 0o777, 0o600, "replaced owner-only");
         assert!(check(&dir.path().join("absent")).is_ok());

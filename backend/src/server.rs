@@ -44,7 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let kek = config.key_encryption_key()?;
+    let kek = config.key_encryption_key(true)?;
     let keys = Keys::new(KeySet::load(store.as_ref(), &kek, config.tokens.signing_alg, now(), lifetime).await?);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -120,7 +120,7 @@ async fn reload_keys_periodically(store: Arc<dyn Store>, keys: Keys, config: Arc
     tick.tick().await;
     loop {
         tick.tick().await;
-        let kek = match config.key_encryption_key() {
+        let kek = match config.key_encryption_key(false) {
             Ok(kek) => kek,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the key-encryption key failed");

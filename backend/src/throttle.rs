@@ -158,15 +158,16 @@ impl<K: Hash + Eq + Clone> Table<K> {
         if self.records.len() < MAX_ENTRIES / 2 {
             return;
         }
-        let mut ranks: Vec<(Instant, u32)> =
-            self.records.values().filter(|r| r.in_flight == 0).map(|r| (r.blocked_until, r.failures)).collect();
+        // A record not blocked ranks by its failures alone, whenever it was made.
+        let rank = |r: &Record| (r.blocked_until.max(now), r.failures);
+        let mut ranks: Vec<(Instant, u32)> = self.records.values().filter(|r| r.in_flight == 0).map(rank).collect();
         if ranks.is_empty() {
             return;
         }
         let middle = ranks.len() / 2;
         let (_, median, _) = ranks.select_nth_unstable(middle);
         let median = *median;
-        self.records.retain(|_, r| r.in_flight > 0 || (r.blocked_until, r.failures) > median);
+        self.records.retain(|_, r| r.in_flight > 0 || rank(r) > median);
     }
 }
 
@@ -175,7 +176,7 @@ enum Outcome {
     Failed,
     /// Succeeded: the key's failures are forgiven.
     Cleared,
-    /// Succeeded for a key shared by others (an address), or ended without an answer: nothing counted.
+    /// Succeeded, for a key shared by others (an address): nothing counted.
     Unjudged,
 }
 
@@ -202,9 +203,50 @@ struct Keys {
     by_name: bool,
 }
 
-impl Keys {
-    fn overlap(&self, other: &Keys) -> bool {
-        self.address == other.address || (self.by_name && other.by_name && self.name == other.name)
+/// Attempts waiting for their turn, oldest first: one queue per address, and one per name for those
+/// the name table holds back. An attempt goes only when nothing earlier waits in any of its queues.
+#[derive(Default)]
+struct Queue {
+    by_address: HashMap<IpAddr, VecDeque<u64>>,
+    by_name: HashMap<String, VecDeque<u64>>,
+    len: usize,
+}
+
+impl Queue {
+    fn join(&mut self, ticket: u64, keys: &Keys) {
+        self.by_address.entry(keys.address).or_default().push_back(ticket);
+        if keys.by_name {
+            self.by_name.entry(keys.name.clone()).or_default().push_back(ticket);
+        }
+        self.len += 1;
+    }
+
+    fn leave(&mut self, ticket: u64, keys: &Keys) {
+        fn remove<K: Hash + Eq>(queues: &mut HashMap<K, VecDeque<u64>>, key: &K, ticket: u64) -> bool {
+            let Some(queue) = queues.get_mut(key) else { return false };
+            let found = queue.iter().position(|t| *t == ticket).map(|i| queue.remove(i)).is_some();
+            if queue.is_empty() {
+                queues.remove(key);
+            }
+            found
+        }
+        if remove(&mut self.by_address, &keys.address, ticket) {
+            self.len -= 1;
+        }
+        if keys.by_name {
+            remove(&mut self.by_name, &keys.name, ticket);
+        }
+    }
+
+    /// Whether anything that arrived before `ticket` waits in one of these keys' queues.
+    fn ahead(&self, keys: &Keys, ticket: u64) -> bool {
+        let earlier = |front: Option<&u64>| front.is_some_and(|t| *t < ticket);
+        earlier(self.by_address.get(&keys.address).and_then(VecDeque::front))
+            || (keys.by_name && earlier(self.by_name.get(&keys.name).and_then(VecDeque::front)))
+    }
+
+    fn from(&self, address: &IpAddr) -> usize {
+        self.by_address.get(address).map_or(0, VecDeque::len)
     }
 }
 
@@ -215,8 +257,7 @@ struct State {
     names: Option<Table<String>>,
     /// (name, address) → last successful sign-in from there.
     known: HashMap<(String, IpAddr), Instant>,
-    /// Attempts waiting for their turn, oldest first.
-    waiting: VecDeque<(u64, Keys)>,
+    waiting: Queue,
     next_ticket: u64,
 }
 
@@ -243,35 +284,22 @@ impl State {
         }
     }
 
-    fn end(&mut self, keys: &Keys, succeeded: Option<bool>, now: Instant) {
-        let (own, shared) = match succeeded {
-            Some(true) => (Outcome::Cleared, Outcome::Unjudged),
-            Some(false) => (Outcome::Failed, Outcome::Failed),
-            None => (Outcome::Unjudged, Outcome::Unjudged),
-        };
+    fn end(&mut self, keys: &Keys, succeeded: bool, now: Instant) {
+        let (own, shared) =
+            if succeeded { (Outcome::Cleared, Outcome::Unjudged) } else { (Outcome::Failed, Outcome::Failed) };
         let pair = (keys.name.clone(), keys.address);
         self.pairs.end(&pair, own, now);
         self.addresses.end(&keys.address, shared, now);
         if let (true, Some(names)) = (keys.by_name, self.names.as_mut()) {
             names.end(&keys.name, own, now);
         }
-        if succeeded == Some(true) && self.names.is_some() {
+        if succeeded && self.names.is_some() {
             if self.known.len() >= MAX_ENTRIES {
                 self.known.retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
             }
             if self.known.len() < MAX_ENTRIES {
                 self.known.insert(pair, now);
             }
-        }
-    }
-
-    fn ahead(&self, keys: &Keys, ticket: u64) -> bool {
-        self.waiting.iter().take_while(|(t, _)| *t < ticket).any(|(_, k)| k.overlap(keys))
-    }
-
-    fn leave_queue(&mut self, ticket: u64) {
-        if let Some(i) = self.waiting.iter().position(|(t, _)| *t == ticket) {
-            self.waiting.remove(i);
         }
     }
 }
@@ -326,7 +354,7 @@ impl Throttle {
                 addresses: Table::new(addresses),
                 names: names.map(Table::new),
                 known: HashMap::new(),
-                waiting: VecDeque::new(),
+                waiting: Queue::default(),
                 next_ticket: 0,
             }),
             ended: Notify::new(),
@@ -341,7 +369,7 @@ impl Throttle {
 
     /// Asks to check a secret for `name` (a normalised username, or a client id) from `address`.
     /// Waits while attempts ahead of it are being checked; the returned [`Attempt`] must be ended
-    /// with [`Attempt::succeeded`] or [`Attempt::failed`] (dropping it counts nothing).
+    /// with [`Attempt::succeeded`] or [`Attempt::failed`] (dropping it counts as a failure).
     pub async fn attempt(self: &Arc<Self>, name: &str, address: IpAddr) -> Result<Attempt, Refusal> {
         let address = network(address);
         let now = Instant::now();
@@ -353,24 +381,23 @@ impl Throttle {
                 && s.known.get(&(keys.name.clone(), address)).is_none_or(|at| now.duration_since(*at) >= KNOWN_FOR);
             match s.verdict(&keys, now) {
                 Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
-                Verdict::Admit if !s.ahead(&keys, u64::MAX) => {
+                Verdict::Admit if !s.waiting.ahead(&keys, u64::MAX) => {
                     s.admit(&keys, now);
                     return Ok(Attempt { throttle: self.clone(), keys, ended: false });
                 }
                 _ => {}
             }
-            let from_here = s.waiting.iter().filter(|(_, k)| k.address == address).count();
-            if s.waiting.len() >= MAX_WAITING || from_here >= MAX_WAITING_PER_ADDRESS {
+            if s.waiting.len >= MAX_WAITING || s.waiting.from(&address) >= MAX_WAITING_PER_ADDRESS {
                 return Err(Refusal::Busy(Duration::from_secs(5)));
             }
             let ticket = s.next_ticket;
             s.next_ticket += 1;
-            s.waiting.push_back((ticket, keys.clone()));
-            self.report_waiting(s.waiting.len());
+            s.waiting.join(ticket, &keys);
+            self.report_waiting(s.waiting.len);
             ticket
         };
         // Leaves the queue however this future ends (answered, timed out, or dropped with its request).
-        let mut queued = Queued { throttle: self, ticket: Some(ticket) };
+        let mut queued = Queued { throttle: self, ticket: Some(ticket), keys: keys.clone() };
         loop {
             let ended = self.ended.notified();
             tokio::pin!(ended);
@@ -380,9 +407,9 @@ impl Throttle {
                 let mut s = self.lock();
                 match s.verdict(&keys, now) {
                     Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
-                    Verdict::Admit if !s.ahead(&keys, ticket) => {
-                        s.leave_queue(ticket);
-                        self.report_waiting(s.waiting.len());
+                    Verdict::Admit if !s.waiting.ahead(&keys, ticket) => {
+                        s.waiting.leave(ticket, &keys);
+                        self.report_waiting(s.waiting.len);
                         s.admit(&keys, now);
                         drop(s);
                         queued.ticket = None;
@@ -400,7 +427,7 @@ impl Throttle {
 
     /// Attempts queued now.
     pub fn waiting(&self) -> usize {
-        self.lock().waiting.len()
+        self.lock().waiting.len
     }
 
     fn report_waiting(&self, waiting: usize) {
@@ -413,14 +440,15 @@ struct Queued<'a> {
     throttle: &'a Throttle,
     /// `None` once admitted (it left the queue then).
     ticket: Option<u64>,
+    keys: Keys,
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket {
             let mut s = self.throttle.lock();
-            s.leave_queue(ticket);
-            self.throttle.report_waiting(s.waiting.len());
+            s.waiting.leave(ticket, &self.keys);
+            self.throttle.report_waiting(s.waiting.len);
             drop(s);
             self.throttle.ended.notify_waiters();
         }
@@ -438,15 +466,15 @@ impl Attempt {
     /// The secret was right: the name's failures are forgiven, and the address becomes one the name is
     /// known to sign in from. The address's own count is left as it was.
     pub fn succeeded(mut self) {
-        self.end(Some(true));
+        self.end(true);
     }
 
     /// The secret was wrong (or the name unknown): one failure counted under every key.
     pub fn failed(mut self) {
-        self.end(Some(false));
+        self.end(false);
     }
 
-    fn end(&mut self, succeeded: Option<bool>) {
+    fn end(&mut self, succeeded: bool) {
         if !self.ended {
             self.ended = true;
             self.throttle.lock().end(&self.keys, succeeded, Instant::now());
@@ -456,9 +484,10 @@ impl Attempt {
 }
 
 impl Drop for Attempt {
-    /// An attempt that ended without an answer (its request failed elsewhere) counts nothing.
+    /// An attempt that ends without an answer counts as a failure: a guesser closing the connection
+    /// while the password is checked must not escape the count.
     fn drop(&mut self) {
-        self.end(None);
+        self.end(false);
     }
 }
 
@@ -593,6 +622,16 @@ mod tests {
         let _held: Vec<_> = futures_join((0..20).map(|n| t.attempt_owned(format!("s{n}"), "203.0.113.6"))).await;
         assert!(matches!(t.attempt("late", ip("203.0.113.6")).await, Err(Refusal::Busy(_))));
         assert_eq!(t.waiting(), 0, "the waiter left the queue");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_abandoned_mid_check_counts_as_a_failure() {
+        // A guesser closing the connection while its password is checked (the request dropped).
+        let t = logins();
+        for _ in 0..3 {
+            drop(t.attempt("u", ip("192.0.2.1")).await.unwrap());
+        }
+        assert!(matches!(t.attempt("u", ip("192.0.2.1")).await, Err(Refusal::Failures(_))));
     }
 
     #[tokio::test]

@@ -40,8 +40,8 @@ pub(super) const AUTHORIZE_PARAMS: &[&str] = &[
 const MAX_STATE_LEN: usize = 1024;
 /// Longest `nonce` accepted.
 const MAX_NONCE_LEN: usize = 256;
-/// Pending sign-ins one network and one browser may hold: a class behind one NAT fits many times over,
-/// while a flood from a few addresses stays a few thousand rows, purged as they expire.
+/// Pending sign-ins one network and one browser may hold (their oldest make room): a class behind one
+/// NAT fits many times over, while a flood from a few addresses stays a few thousand rows.
 const PENDING_LIMITS: PendingLimits = PendingLimits { per_network: 1000, per_browser: 16 };
 
 /// `GET /authorize/resume?ticket=…`: the browser's top-level visit after a successful login. Sets the
@@ -220,11 +220,7 @@ async fn authorize(
         client_network: Some(crate::throttle::network(ip).to_string()),
         ..validated.into_request(&client, tokens::handle_key(&handle), now)
     };
-    if !state.store.insert_authorization_request(&request, PENDING_LIMITS, now).await? {
-        audit::authorize_refused("too_many_pending", &client.id, ip);
-        let description = "too many sign-ins are waiting from this network; try again in a few minutes";
-        return Ok(reply.error(OAuthCode::TemporarilyUnavailable, description));
-    }
+    state.store.insert_authorization_request(&request, PENDING_LIMITS).await?;
     let login = with_query(&state.config.ui_page("/login"), &[("request", &handle)]);
     let mut response = see_other(&login);
     if let Some(cookie) = set_cookie {

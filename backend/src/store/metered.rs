@@ -93,9 +93,8 @@ impl Store for Metered {
         &self,
         request: &AuthorizationRequest,
         limits: PendingLimits,
-        now: Timestamp,
-    ) -> StoreResult<bool> {
-        timed("insert_authorization_request", self.0.insert_authorization_request(request, limits, now)).await
+    ) -> StoreResult<()> {
+        timed("insert_authorization_request", self.0.insert_authorization_request(request, limits)).await
     }
 
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>> {

@@ -157,13 +157,14 @@ pub struct AuthorizationRequest {
     pub client_network: Option<String>,
 }
 
-/// How many pending sign-in requests one network, and one browser, may hold at a time: a flood of
-/// `/authorize` must not fill the disk.
+/// How many pending sign-in requests one network, and one browser, may hold at a time, so that a flood
+/// of `/authorize` cannot fill the disk; past it their oldest make room. Nothing is refused: a page
+/// that fires requests from a student's browser must not lock out the rest of the campus NAT.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingLimits {
-    /// Live requests per network; past it new ones are refused.
+    /// Requests per network.
     pub per_network: i64,
-    /// Live requests per browser; past it the browser's oldest make room.
+    /// Requests per browser.
     pub per_browser: i64,
 }
 
@@ -320,15 +321,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a signing key (retired: every token it signed has expired).
     async fn delete_signing_key(&self, kid: &str) -> StoreResult<()>;
 
-    /// Stores a pending authorization request within `limits`, atomically: false (and nothing stored)
-    /// when its network already holds as many live requests as it may; its browser's oldest go first
-    /// when the browser holds too many.
+    /// Stores a pending authorization request within `limits`, atomically: its network's and its
+    /// browser's oldest requests that nobody has signed in to yet make room.
     async fn insert_authorization_request(
         &self,
         request: &AuthorizationRequest,
         limits: PendingLimits,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<()>;
     /// Finds a pending request that has not expired and nobody has signed in to yet.
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>>;
     /// Records that `user_id` signed in to a pending request and attaches a one-time ticket; false if

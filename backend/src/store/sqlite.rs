@@ -348,36 +348,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_authorization_request(
-        &self,
-        r: &AuthorizationRequest,
-        limits: PendingLimits,
-        now: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn insert_authorization_request(&self, r: &AuthorizationRequest, limits: PendingLimits) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        if let Some(network) = &r.client_network {
-            let live: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM authorization_requests WHERE client_network = ? AND expires_at > ?",
+        // The newest requests stay; older ones nobody has signed in to yet make room.
+        let older = |column: &str| {
+            format!(
+                "DELETE FROM authorization_requests WHERE id IN (SELECT id FROM authorization_requests \
+                 WHERE {column} = ?1 AND user_id IS NULL ORDER BY expires_at DESC LIMIT -1 OFFSET ?2)"
             )
-            .bind(network)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            if live >= limits.per_network {
-                return Ok(false);
-            }
+        };
+        if let Some(network) = &r.client_network {
+            let sql = older("client_network");
+            sqlx::query(&sql).bind(network).bind(limits.per_network - 1).execute(&mut *tx).await?;
         }
         if let Some(browser) = &r.browser_hash {
-            sqlx::query(
-                "DELETE FROM authorization_requests WHERE id IN (SELECT id FROM authorization_requests \
-                 WHERE browser_hash = ?1 AND expires_at > ?2 AND user_id IS NULL \
-                 ORDER BY expires_at DESC LIMIT -1 OFFSET ?3)",
-            )
-            .bind(browser)
-            .bind(now)
-            .bind(limits.per_browser - 1)
-            .execute(&mut *tx)
-            .await?;
+            let sql = older("browser_hash");
+            sqlx::query(&sql).bind(browser).bind(limits.per_browser - 1).execute(&mut *tx).await?;
         }
         sqlx::query(
             "INSERT INTO authorization_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, \
@@ -396,7 +382,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<AuthorizationRequest>> {
