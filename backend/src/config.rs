@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use crate::keys::Algorithm;
+use crate::store::Database;
 
 /// Environment variable prefix; nested keys are separated by `__`
 /// (`POSTERN_TOKENS__SIGNING_ALG`, `POSTERN_CLIENTS__JUPYTERHUB__SECRET`).
@@ -47,9 +48,9 @@ pub struct Config {
     /// logs: addresses or CIDR ranges (`"127.0.0.1"`, `"172.28.0.0/16"`).
     #[serde(default, deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
-    /// Path of the SQLite database file.
+    /// The store: an SQLite file's path (or `sqlite://path`), or a `postgres://…` URL.
     #[serde(default = "defaults::database")]
-    pub database: PathBuf,
+    pub database: Database,
     /// File of the key-encryption key that seals private keys in the database (generated owner-only
     /// on first start); default `postern.kek` beside the configuration file.
     #[serde(default)]
@@ -255,8 +256,8 @@ mod defaults {
     pub fn listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8080))
     }
-    pub fn database() -> PathBuf {
-        PathBuf::from("postern.db")
+    pub fn database() -> crate::store::Database {
+        crate::store::Database::Sqlite(PathBuf::from("postern.db"))
     }
     pub fn scopes() -> Vec<String> {
         crate::claims::SUPPORTED_SCOPES.iter().map(|s| s.to_string()).collect()

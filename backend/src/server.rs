@@ -10,16 +10,12 @@ use crate::config::Config;
 use crate::http::{now, router, AppState};
 use crate::keys::{KeySet, Keys};
 use crate::password::Passwords;
-use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::throttle::Throttle;
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(&config.database)
-        .await
-        .with_context(|| format!("opening the database {}", config.database.display()))?;
-    Ok(Arc::new(store))
+    crate::store::open(&config.database).await.with_context(|| format!("opening the database {}", config.database))
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -64,7 +60,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         verified_secrets: Arc::default(),
     };
     tokio::spawn(purge_periodically(store.clone()));
-    tokio::spawn(checkpoint_periodically(store.clone()));
     tokio::spawn(reload_keys_periodically(store, keys, state.config.clone(), lifetime));
     tracing::info!(address = %listener.local_addr()?, issuer = state.config.issuer_id(), "Postern is listening");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -98,17 +93,6 @@ async fn purge_periodically(store: Arc<dyn Store>) {
         tick.tick().await;
         if let Err(e) = store.purge_expired(now()).await {
             tracing::warn!(error = %e, "purging expired records failed");
-        }
-    }
-}
-
-/// Keeps the WAL short without making a request wait for the checkpoint's fsync.
-async fn checkpoint_periodically(store: Arc<dyn Store>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        if let Err(e) = store.checkpoint().await {
-            tracing::warn!(error = %e, "checkpointing the database failed");
         }
     }
 }

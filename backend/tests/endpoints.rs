@@ -196,11 +196,18 @@ async fn liveness_and_readiness_follow_the_store() {
     let health = server.cli(&["health"], "");
     assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
 
-    // Another process holds the database's write lock: Postern cannot complete a sign-in, so it is
-    // not ready, but alive; once the lock goes, it is ready again without a restart.
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(server.db_path());
-    let mut blocker = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut blocker).await.unwrap();
+    // SQLite: another process holds the database's write lock. PostgreSQL: the database refuses
+    // connections and ends those it had. Postern cannot complete a sign-in, so it is not ready, but
+    // alive; once the database is back, it is ready again without a restart.
+    let blocker = if server.on_sqlite() {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(server.db_path());
+        let mut blocker = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut blocker).await.unwrap();
+        Some(blocker)
+    } else {
+        postgres_database_available(&server, false);
+        None
+    };
     let (status, body) = get("/healthz/ready").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
@@ -208,7 +215,10 @@ async fn liveness_and_readiness_follow_the_store() {
     let health = server.cli(&["health"], "");
     assert!(!health.status.success());
     assert!(String::from_utf8_lossy(&health.stderr).contains("not ready (503)"));
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    match blocker {
+        Some(mut blocker) => sqlx::query("ROLLBACK").execute(&mut blocker).await.map(drop).unwrap(),
+        None => postgres_database_available(&server, true),
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     while get("/healthz/ready").await.0 != 200 {
         assert!(Instant::now() < deadline, "ready again");

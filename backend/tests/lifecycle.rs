@@ -224,27 +224,35 @@ async fn the_database_and_the_key_encryption_key_are_owner_only_and_private_keys
     server.add_user("pat", &[]);
     let kek = server.dir.path().join("postern.kek");
     let db = server.db_path();
-    for file in [db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm"), kek.clone()] {
+    let mut files = vec![kek.clone()];
+    if server.on_sqlite() {
+        files.extend([db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm")]);
+    }
+    for file in files {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
     // The private key is sealed: no PKCS#8 key in the clear anywhere in the database.
     let client = hub_client(&server);
     sign_in(&server, &client, "pat").await;
     server.stop();
-    let bytes = [std::fs::read(&db).unwrap(), std::fs::read(db.with_extension("db-wal")).unwrap_or_default()].concat();
-    assert!(bytes.windows(5).any(|w| w == b"PKEK1"), "a sealed key is stored");
+    let keys = server.db().await.private_keys().await;
+    assert!(!keys.is_empty() && keys.iter().all(|k| k.starts_with(b"PKEK1")), "keys are stored sealed");
+    let mut bytes = Db::stored(&server.database).await;
+    bytes.extend(keys.concat());
     // An RSA PKCS#8 key in the clear: version 0, then the rsaEncryption algorithm identifier.
     let rsa_pkcs8 = [0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
     assert!(!bytes.windows(rsa_pkcs8.len()).any(|w| w == rsa_pkcs8), "no private key in the clear");
 
     // A database others can read is refused, with what to run.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = server.cli(&["keys", "list"], "");
-    assert!(!out.status.success());
-    let message = String::from_utf8_lossy(&out.stderr);
-    assert!(message.contains("chmod 600") && message.contains("postern.db"), "{message}");
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if server.on_sqlite() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = server.cli(&["keys", "list"], "");
+        assert!(!out.status.success());
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(message.contains("chmod 600") && message.contains("postern.db"), "{message}");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     // Without its key-encryption key the database's private keys cannot be read, and Postern says so.
     let saved = std::fs::read(&kek).unwrap();
@@ -337,7 +345,7 @@ async fn cli_registered_jupyterhub_client_works_as_printed() {
     let info: Value = userinfo(&server, tokens.access_token().secret()).await.json().await.unwrap();
     assert_eq!(info["groups"], serde_json::json!(["hub-admins", "hub-users"]));
     // The secret is stored hashed, never in the clear.
-    let db = std::fs::read(server.db_path()).unwrap();
+    let db = Db::stored(&server.database).await;
     assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
 
     // Removing it stops it.
@@ -367,8 +375,8 @@ async fn cli_registered_jupyterhub_client_works_as_printed() {
 fn cli_user_management() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("postern.toml");
-    std::fs::write(&config, format!("issuer = \"http://127.0.0.1:1\"\ndatabase = \"{}/p.db\"\n", dir.path().display()))
-        .unwrap();
+    let database = new_database(dir.path());
+    std::fs::write(&config, format!("issuer = \"http://127.0.0.1:1\"\ndatabase = \"{database}\"\n")).unwrap();
     let ok = |args: &[&str], stdin: &str| {
         let out = run_cli(&config, args, stdin);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -387,7 +395,8 @@ fn cli_user_management() {
     let list = ok(&["user", "list"], "");
     assert!(list.contains("quinn") && list.contains("active"));
     // The password is never stored in the clear.
-    let db = std::fs::read(dir.path().join("p.db")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let db = runtime.block_on(Db::stored(&database));
     assert!(!db.windows(8).any(|w| w == b"a new lo"));
 }
 
@@ -395,8 +404,8 @@ fn cli_user_management() {
 fn stray_postern_variables_in_the_environment_are_ignored_but_unknown_file_keys_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("postern.toml");
-    std::fs::write(&config, format!("issuer = \"https://a.example\"\ndatabase = \"{}/p.db\"\n", dir.path().display()))
-        .unwrap();
+    let database = new_database(dir.path());
+    std::fs::write(&config, format!("issuer = \"https://a.example\"\ndatabase = \"{database}\"\n")).unwrap();
     let run = |extra_env: &[(&str, &str)]| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
         command.arg("--config").arg(&config).args(["client", "list"]).env("RUST_LOG", "debug");
@@ -466,7 +475,7 @@ fn invalid_configuration_names_the_key() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["--config", config.to_str().unwrap(), "user", "list"])
         .env("POSTERN_TOKENS__ACCESS_TOKEN_LIFETIME", "0")
-        .env("POSTERN_DATABASE", dir.path().join("x.db"))
+        .env("POSTERN_DATABASE", new_database(dir.path()))
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokens.access_token_lifetime"));
@@ -478,7 +487,7 @@ fn the_example_configuration_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../postern.example.toml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["--config", example, "client", "list"])
-        .env("POSTERN_DATABASE", dir.path().join("x.db"))
+        .env("POSTERN_DATABASE", new_database(dir.path()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

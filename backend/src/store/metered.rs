@@ -176,8 +176,4 @@ impl Store for Metered {
     async fn ping(&self) -> StoreResult<()> {
         timed("ping", self.0.ping()).await
     }
-
-    async fn checkpoint(&self) -> StoreResult<()> {
-        timed("checkpoint", self.0.checkpoint()).await
-    }
 }

@@ -1,10 +1,15 @@
 //! The one storage interface every handler and CLI command goes through, and its records.
 //!
-//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; another database only needs another
-//! implementation of [`Store`].
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL ([`postgres::PostgresStore`])
+//! is for several replicas sharing one database. Both pass the same tests.
 
 pub mod metered;
+pub mod postgres;
 pub mod sqlite;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -20,19 +25,96 @@ pub enum StoreError {
     /// The record to change does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// The database failed.
+    /// The database failed, or could not be reached.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(Box<dyn std::error::Error + Send + Sync>),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(Box<dyn std::error::Error + Send + Sync>),
     /// The database's files are not private to Postern.
     #[error("{0}")]
     Unsafe(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(Box::new(e))
+    }
+}
+
 /// Result of a storage call.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where Postern keeps its state: the `database` setting.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (a path, or `sqlite://path`), created on first start.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), which may hold a password.
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads the `database` setting.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            url::Url::parse(value).map_err(|e| format!("`database` is not a valid PostgreSQL URL: {e}"))?;
+            return Ok(Database::Postgres(value.to_owned()));
+        }
+        let path = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")).unwrap_or(value);
+        if path.is_empty() || path.contains("://") {
+            return Err(format!("`database` must be a file path, sqlite://path or postgres://…, not `{value}`"));
+        }
+        Ok(Database::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// Shown in logs and errors: a PostgreSQL URL without its password.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("…"));
+                    }
+                    // Query parameters may carry a password too (`?password=`).
+                    url.set_query(None);
+                    write!(f, "{url}")
+                }
+                Err(_) => f.write_str("postgres://…"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Database::parse(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Opens the store `database` names, applying its pending migrations.
+pub async fn open(database: &Database) -> StoreResult<Arc<dyn Store>> {
+    Ok(match database {
+        Database::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
+        Database::Postgres(url) => Arc::new(postgres::PostgresStore::open(url).await?),
+    })
+}
 
 /// A person who can sign in.
 #[derive(Debug, Clone)]
@@ -120,7 +202,7 @@ pub struct Client {
 }
 
 /// A signing key as stored: the private key in PKCS#8 DER, sealed with the key-encryption key.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredKey {
     /// Key id (RFC 7638 thumbprint).
     pub kid: String,
@@ -133,7 +215,7 @@ pub struct StoredKey {
 }
 
 /// A validated authorization request waiting for the user to sign in.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AuthorizationRequest {
     /// Key of the opaque handle given to the login page (see `tokens::handle_key`).
     pub id: String,
@@ -182,7 +264,7 @@ pub struct RequestLogin {
 }
 
 /// A browser's single-sign-on session.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Session {
     /// The signed-in user.
     pub user_id: i64,
@@ -193,7 +275,7 @@ pub struct Session {
 }
 
 /// One authorization: the code it started with and every token descended from it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Grant {
     /// Row id.
     pub id: i64,
@@ -312,7 +394,7 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a client and everything issued to it; false if there was none.
     async fn remove_client(&self, id: &str) -> StoreResult<bool>;
 
-    /// All signing keys, oldest first (in insertion order when created in the same second).
+    /// All signing keys, oldest first (in the order they were stored when created in the same second).
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a new signing key.
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
@@ -378,12 +460,33 @@ pub trait Store: Send + Sync + 'static {
         refresh: &NewToken,
     ) -> StoreResult<bool>;
 
-    /// Deletes expired requests, sessions, codes and tokens.
+    /// Deletes expired requests, sessions, codes and tokens. Several processes sharing the store may
+    /// call it at once: one of them does the work, the others return.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()>;
 
     /// Succeeds when the store can take a write now (readiness).
     async fn ping(&self) -> StoreResult<()>;
+}
 
-    /// Moves recent writes to their permanent place (SQLite: a WAL checkpoint), off the request path.
-    async fn checkpoint(&self) -> StoreResult<()>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_setting_names_a_file_or_a_postgres_url_and_never_shows_its_password() {
+        assert_eq!(Database::parse("postern.db").unwrap(), Database::Sqlite("postern.db".into()));
+        assert_eq!(Database::parse("sqlite:///var/lib/p.db").unwrap(), Database::Sqlite("/var/lib/p.db".into()));
+        assert_eq!(Database::parse("sqlite:p.db").unwrap(), Database::Sqlite("p.db".into()));
+        let url = "postgres://postern:s3cret@db.example:5432/postern?sslmode=verify-full&password=s3cret";
+        let database = Database::parse(url).unwrap();
+        assert_eq!(database, Database::Postgres(url.into()));
+        for shown in [database.to_string(), format!("{database:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("db.example:5432/postern"), "{shown}");
+        }
+        assert!(Database::parse("postgresql://db.example/postern").is_ok());
+        for bad in ["", "mysql://db/x", "sqlite://", "postgres://[bad"] {
+            assert!(Database::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{FromRow, Row, SqlitePool};
+use sqlx::{Row, SqlitePool};
 
 use super::*;
 
@@ -55,9 +55,35 @@ impl SqliteStore {
         // The writer never checkpoints itself: a checkpoint fsyncs, and every queued write would wait for it.
         let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
         let writer = SqlitePoolOptions::new().max_connections(1).connect_with(writer_options).await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(Self { reader, writer })
+        let store = Self { reader, writer };
+        tokio::spawn(store.clone().checkpoint_periodically());
+        Ok(store)
+    }
+
+    /// Keeps the WAL short without making a request wait for a checkpoint's fsync.
+    async fn checkpoint_periodically(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !self.reader.is_closed() {
+            tick.tick().await;
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(error = %e, "checkpointing the database failed");
+            }
+        }
+    }
+
+    /// Moves recent writes from the WAL into the database file.
+    async fn checkpoint(&self) -> StoreResult<()> {
+        // PASSIVE copies what it can without waiting for the writer, which goes on appending to the WAL.
+        // Under constant reads it may never catch up, and the log would grow for ever: past a bound,
+        // TRUNCATE waits (briefly) for readers to reach the newest snapshot, then empties the log.
+        let (_busy, frames, _done): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.reader).await?;
+        if frames * PAGE_SIZE > WAL_SIZE_LIMIT {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.reader).await?;
+        }
+        Ok(())
     }
 
     /// A write transaction, holding the write lock from its first statement: one that read first and
@@ -88,7 +114,7 @@ impl SqliteStore {
 type QueryAs<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 fn json_list(value: &str) -> StoreResult<Vec<String>> {
-    serde_json::from_str(value).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    serde_json::from_str(value).map_err(|e| StoreError::Database(Box::new(e)))
 }
 
 fn to_json(list: &[String]) -> String {
@@ -127,6 +153,54 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
             "config" => ClientSource::Config,
             _ => ClientSource::Cli,
         },
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
+    Ok(StoredKey {
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        private_key: row.try_get("private_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn request_from_row(row: &SqliteRow) -> Result<AuthorizationRequest, sqlx::Error> {
+    Ok(AuthorizationRequest {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        redirect_uri: row.try_get("redirect_uri")?,
+        scope: row.try_get("scope")?,
+        state: row.try_get("state")?,
+        nonce: row.try_get("nonce")?,
+        code_challenge: row.try_get("code_challenge")?,
+        expires_at: row.try_get("expires_at")?,
+        browser_hash: row.try_get("browser_hash")?,
+        client_network: row.try_get("client_network")?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        user_id: row.try_get("user_id")?,
+        auth_time: row.try_get("auth_time")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+fn grant_from_row(row: &SqliteRow) -> Result<Grant, sqlx::Error> {
+    Ok(Grant {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        scope: row.try_get("scope")?,
+        nonce: row.try_get("nonce")?,
+        auth_time: row.try_get("auth_time")?,
+        redirect_uri: row.try_get("redirect_uri")?,
+        code_challenge: row.try_get("code_challenge")?,
+        code_expires_at: row.try_get("code_expires_at")?,
+        code_used_at: row.try_get("code_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
     })
 }
 
@@ -320,7 +394,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys ORDER BY created_at, rowid")
             .fetch_all(&self.reader)
             .await?;
-        Ok(rows.iter().map(StoredKey::from_row).collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
@@ -392,7 +466,7 @@ impl Store for SqliteStore {
                 .bind(now)
                 .fetch_optional(&self.reader)
                 .await?;
-        Ok(row.as_ref().map(AuthorizationRequest::from_row).transpose()?)
+        Ok(row.as_ref().map(request_from_row).transpose()?)
     }
 
     async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool> {
@@ -431,7 +505,7 @@ impl Store for SqliteStore {
                 ticket_hash: r.try_get("ticket_hash")?,
                 expires_at: r.try_get("expires_at")?,
             };
-            Ok((AuthorizationRequest::from_row(&r)?, login))
+            Ok((request_from_row(&r)?, login))
         })
         .transpose()
     }
@@ -462,7 +536,7 @@ impl Store for SqliteStore {
         .bind(idle)
         .fetch_optional(&self.writer)
         .await?;
-        Ok(row.as_ref().map(Session::from_row).transpose()?)
+        Ok(row.as_ref().map(session_from_row).transpose()?)
     }
 
     async fn delete_session(&self, id_hash: &[u8]) -> StoreResult<()> {
@@ -495,7 +569,7 @@ impl Store for SqliteStore {
             .bind(code_hash)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(row.as_ref().map(Grant::from_row).transpose()?)
+        Ok(row.as_ref().map(grant_from_row).transpose()?)
     }
 
     async fn redeem_code(
@@ -573,7 +647,7 @@ impl Store for SqliteStore {
                 scope: r.try_get("token_scope")?,
                 expires_at: r.try_get("token_expires_at")?,
                 used: r.try_get::<Option<i64>, _>("token_used_at")?.is_some(),
-                grant: Grant::from_row(&r)?,
+                grant: grant_from_row(&r)?,
             })
         })
         .transpose()
@@ -625,18 +699,6 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         // Taking the write lock, then letting it go: reads alone would succeed on a locked database.
         self.write().await?.rollback().await?;
-        Ok(())
-    }
-
-    async fn checkpoint(&self) -> StoreResult<()> {
-        // PASSIVE copies what it can without waiting for the writer, which goes on appending to the WAL.
-        // Under constant reads it may never catch up, and the log would grow for ever: past a bound,
-        // TRUNCATE waits (briefly) for readers to reach the newest snapshot, then empties the log.
-        let (_busy, frames, _done): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.reader).await?;
-        if frames * PAGE_SIZE > WAL_SIZE_LIMIT {
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.reader).await?;
-        }
         Ok(())
     }
 }

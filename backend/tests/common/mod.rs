@@ -1,4 +1,6 @@
-//! Test kit: a real `postern` process on a temporary SQLite file, driven over HTTP.
+//! Test kit: a real `postern` process on a temporary SQLite file, or on its own database in the
+//! PostgreSQL server `POSTERN_TEST_POSTGRES` names (scripts/test runs the suite both ways), driven
+//! over HTTP.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -42,6 +44,57 @@ pub struct Server {
     ui_dir: PathBuf,
     /// `RUST_LOG` for the process.
     log_filter: String,
+    /// The `database` setting: the SQLite file in `dir`, or a PostgreSQL database of its own.
+    pub database: String,
+}
+
+/// The PostgreSQL server the suite runs on (`postgres://user@host:port`), or `None` for SQLite.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("POSTERN_TEST_POSTGRES").ok().filter(|url| !url.is_empty())
+}
+
+/// Runs one statement on the PostgreSQL server's maintenance database, from any thread.
+fn postgres_admin(server: &str, statement: String) {
+    let url = format!("{server}/postgres");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            use sqlx::{Connection, Executor};
+            let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+            db.execute(statement.as_str()).await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+/// Lets a server's PostgreSQL database take connections again, or refuses them and ends those it has
+/// (as when the database goes away).
+pub fn postgres_database_available(server: &Server, available: bool) {
+    let (cluster, name) = server.database.rsplit_once('/').unwrap();
+    postgres_admin(cluster, format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {available}"));
+    if !available {
+        postgres_admin(
+            cluster,
+            format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+        );
+    }
+}
+
+/// The `database` setting for a new, empty store: `postern.db` in `dir`, or a new database on the
+/// suite's PostgreSQL server.
+pub fn new_database(dir: &Path) -> String {
+    match postgres_server() {
+        Some(server) => new_postgres_database(&server),
+        None => dir.join("postern.db").display().to_string(),
+    }
+}
+
+/// A new, empty database on the suite's PostgreSQL server; its URL.
+pub fn new_postgres_database(server: &str) -> String {
+    let name = format!("postern_test_{:016x}", rand::random::<u64>());
+    postgres_admin(server, format!("CREATE DATABASE {name}"));
+    format!("{server}/{name}")
 }
 
 pub fn free_port() -> u16 {
@@ -63,6 +116,7 @@ impl Server {
         let issuer = issuer.map_or(local.clone(), str::to_owned);
         // No built UI unless a test asks for one: errors then come as Postern's own HTML page.
         let ui_dir = dir.path().join("no-ui");
+        let database = new_database(dir.path());
         let mut server = Server {
             dir,
             port,
@@ -72,6 +126,7 @@ impl Server {
             extra: extra.to_owned(),
             ui_dir,
             log_filter: "info".into(),
+            database,
         };
         server.write_config();
         server.spawn();
@@ -90,8 +145,19 @@ impl Server {
         self.dir.path().join("postern.toml")
     }
 
+    /// The SQLite file (tests of what only SQLite has: files, their modes, the WAL).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("postern.db")
+    }
+
+    /// Whether this server runs on SQLite.
+    pub fn on_sqlite(&self) -> bool {
+        !self.database.starts_with("postgres")
+    }
+
+    /// A connection to this server's database, to look at what it stored.
+    pub async fn db(&self) -> Db {
+        Db::open(&self.database).await
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -129,7 +195,7 @@ redirect_uris = ["https://legacy.example/cb"]
             extra = self.extra,
             issuer = self.issuer,
             port = self.port,
-            db = self.db_path().display(),
+            db = self.database,
             ui_dir = self.ui_dir.display(),
         );
         std::fs::write(self.config_path(), config).unwrap();
@@ -456,4 +522,116 @@ pub async fn post_form(server: &Server, path: &str, form: &[(&str, &str)]) -> re
         .send()
         .await
         .unwrap()
+}
+
+/// A look into a server's database, whichever store it runs on.
+pub enum Db {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Db {
+    /// Opens the store a `database` setting names (SQLite read-only).
+    pub async fn open(database: &str) -> Db {
+        use sqlx::Connection;
+        if database.starts_with("postgres") {
+            Db::Postgres(sqlx::PgConnection::connect(database).await.unwrap())
+        } else {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database).read_only(true);
+            Db::Sqlite(sqlx::SqliteConnection::connect_with(&options).await.unwrap())
+        }
+    }
+
+    /// Everything the store holds, as bytes to search for what must not be there: SQLite's files byte
+    /// for byte (the WAL included), PostgreSQL's rows as text.
+    pub async fn stored(database: &str) -> Vec<u8> {
+        if database.starts_with("postgres") {
+            return Db::open(database).await.snapshot().await.into_bytes();
+        }
+        ["", "-wal"]
+            .iter()
+            .flat_map(|suffix| std::fs::read(format!("{database}{suffix}")).unwrap_or_default())
+            .collect()
+    }
+
+    /// The stored (sealed) private keys.
+    pub async fn private_keys(&mut self) -> Vec<Vec<u8>> {
+        let sql = "SELECT private_key FROM signing_keys";
+        match self {
+            Db::Sqlite(db) => sqlx::query_scalar(sql).fetch_all(db).await.unwrap(),
+            Db::Postgres(db) => sqlx::query_scalar(sql).fetch_all(db).await.unwrap(),
+        }
+    }
+
+    /// The one integer a query returns (`SELECT count(*) …`); the SQL must mean the same on both stores.
+    pub async fn number(&mut self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(db) => sqlx::query_scalar(sql).fetch_one(db).await.unwrap(),
+            Db::Postgres(db) => sqlx::query_scalar(sql).fetch_one(db).await.unwrap(),
+        }
+    }
+
+    /// Whether the refresh token with this SHA-256 is stored (`None`: not stored) and was used.
+    pub async fn refresh_token_used(&mut self, hash: &[u8]) -> Option<bool> {
+        let used: Option<Option<i64>> = match self {
+            Db::Sqlite(db) => sqlx::query_scalar("SELECT used_at FROM refresh_tokens WHERE hash = ?")
+                .bind(hash)
+                .fetch_optional(db)
+                .await
+                .unwrap(),
+            Db::Postgres(db) => sqlx::query_scalar("SELECT used_at FROM refresh_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(db)
+                .await
+                .unwrap(),
+        };
+        used.map(|u| u.is_some())
+    }
+
+    /// Every row of every table of Postern's, as text, tables by name and rows in order.
+    pub async fn snapshot(&mut self) -> String {
+        let tables = match self {
+            Db::Sqlite(db) => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name",
+                )
+                .fetch_all(db)
+                .await
+            }
+            Db::Postgres(db) => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+                     AND tablename NOT LIKE '_sqlx%' ORDER BY tablename",
+                )
+                .fetch_all(db)
+                .await
+            }
+        }
+        .unwrap();
+        let mut out = String::new();
+        for table in tables {
+            let rows = match self {
+                Db::Sqlite(db) => {
+                    use sqlx::Row;
+                    let columns: Vec<String> = sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                        .fetch_all(&mut *db)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| format!("quote({})", r.get::<String, _>(0)))
+                        .collect();
+                    let sql = format!("SELECT {} FROM {table} ORDER BY 1", columns.join(" || '|' || "));
+                    sqlx::query_scalar::<_, String>(&sql).fetch_all(db).await
+                }
+                Db::Postgres(db) => {
+                    let sql = format!("SELECT t::text FROM {table} t ORDER BY 1");
+                    sqlx::query_scalar::<_, String>(&sql).fetch_all(db).await
+                }
+            }
+            .unwrap()
+            .join("\n");
+            out += &format!("== {table}\n{rows}\n");
+        }
+        out
+    }
 }
