@@ -330,7 +330,12 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Rotate => {
             let key = KeySet::rotate(store.as_ref(), &kek, alg, now()).await?;
-            println!("new {alg} signing key {}", key.kid());
+            println!(
+                "new {alg} signing key {}: every running server publishes it within {} s, and it signs from {} s on",
+                key.kid(),
+                crate::server::KEY_RELOAD_INTERVAL.as_secs(),
+                crate::keys::KEY_ACTIVATION_DELAY
+            );
         }
         KeysCommand::RotateEncryptionKey => {
             if config.key_encryption_key.is_some() {

@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::kek::{Kek, KekError};
-use crate::store::{Store, StoreResult, StoredKey, Timestamp};
+use crate::store::{Store, StoredKey, Timestamp};
 
 /// JWS algorithms Postern signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,10 +219,13 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Loads the stored keys; generates and stores a key for `alg` if none exists yet. A key stops
-    /// being published once every token it may have signed has expired: `token_lifetime` after the
-    /// next key replaced it; its private key is then deleted. Private keys are opened with `kek`, and
-    /// any not sealed with its current key (stored before sealing, or before a rotation) are re-sealed.
+    /// Loads the stored keys; generates and stores a key for `alg` if none exists yet (of processes
+    /// starting together on an empty database, one key is kept). Every stored key is published; the one
+    /// that signs is the newest of `alg` made at least [`KEY_ACTIVATION_DELAY`] ago, so that every
+    /// process sharing the store publishes a new key before any signs with it. A key stops being
+    /// published once every token it may have signed has expired: `token_lifetime` after the next key
+    /// took over; its private key is then deleted. Private keys are opened with `kek`, and any not sealed
+    /// with its current key (stored before sealing, or before a rotation) are re-sealed.
     pub async fn load(
         store: &dyn Store,
         kek: &Kek,
@@ -230,13 +233,24 @@ impl KeySet {
         now: Timestamp,
         token_lifetime: i64,
     ) -> Result<Self, KeyError> {
-        let stored = store.signing_keys().await?;
-        let newest_of_alg = stored.iter().rposition(|k| k.alg == alg.name());
+        let mut stored = store.signing_keys().await?;
+        if !stored.iter().any(|k| k.alg == alg.name()) {
+            let (key, pkcs8) = SigningKey::generate(alg)?;
+            let sealed = kek.seal(&pkcs8, key.kid.as_bytes());
+            if store.insert_signing_key_if_none(&stored_key(&key, sealed, now)).await? {
+                tracing::info!(kid = key.kid(), alg = %alg, "generated the first signing key");
+            }
+            stored = store.signing_keys().await?;
+        }
+        let signer = signer(&stored, alg, now);
         let mut keys = Vec::new();
+        let mut active = None;
         for (i, key) in stored.iter().enumerate() {
-            // Replaced when the next key was made; tokens it signed live `token_lifetime` at most.
-            let retired = stored.get(i + 1).is_some_and(|next| next.created_at + token_lifetime + CLOCK_SKEW < now);
-            if retired && Some(i) != newest_of_alg {
+            // Replaced when the next key took over; tokens it signed live `token_lifetime` at most.
+            let retired = stored
+                .get(i + 1)
+                .is_some_and(|next| next.created_at + KEY_ACTIVATION_DELAY + token_lifetime + CLOCK_SKEW < now);
+            if retired && Some(i) != signer {
                 store.delete_signing_key(&key.kid).await?;
                 tracing::info!(kid = %key.kid, "deleted a retired signing key: every token it signed has expired");
                 continue;
@@ -249,22 +263,25 @@ impl KeySet {
                 store.set_signing_key_material(&key.kid, &kek.seal(&pkcs8, key.kid.as_bytes())).await?;
                 tracing::info!(kid = %key.kid, kek = %kek.id(), "sealed a signing key with the current key-encryption key");
             }
-            keys.push(SigningKey::from_pkcs8(key_alg, &pkcs8)?);
+            let parsed = SigningKey::from_pkcs8(key_alg, &pkcs8)?;
+            if Some(i) == signer {
+                active = Some(parsed);
+            } else {
+                keys.push(parsed);
+            }
         }
-        // The newest key of the configured algorithm signs.
-        let active = match keys.iter().rposition(|k| k.alg == alg) {
-            Some(i) => keys.remove(i),
-            None => Self::rotate(store, kek, alg, now).await?,
-        };
+        let active = active.ok_or_else(|| KeyError::Crypto(format!("no {alg} signing key is stored")))?;
+        // Newest first, after the one that signs.
         keys.reverse();
         Ok(Self::from_keys(active, keys))
     }
 
-    /// Generates and stores a new key for `alg`, sealed with `kek`, which signs from the next load on.
+    /// Generates and stores a new key for `alg`, sealed with `kek`: published from the next load on,
+    /// signing from `now + KEY_ACTIVATION_DELAY`.
     pub async fn rotate(store: &dyn Store, kek: &Kek, alg: Algorithm, now: Timestamp) -> Result<SigningKey, KeyError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
         let sealed = kek.seal(&pkcs8, key.kid.as_bytes());
-        store_key(store, &key, sealed, now).await?;
+        store.insert_signing_key(&stored_key(&key, sealed, now)).await?;
         tracing::info!(kid = key.kid(), alg = %alg, "generated a new signing key");
         Ok(key)
     }
@@ -353,15 +370,24 @@ impl Keys {
 /// Seconds of clock difference tolerated between Postern and relying parties.
 const CLOCK_SKEW: i64 = 300;
 
-async fn store_key(store: &dyn Store, key: &SigningKey, sealed: Vec<u8>, now: Timestamp) -> StoreResult<()> {
-    store
-        .insert_signing_key(&StoredKey {
-            kid: key.kid.clone(),
-            alg: key.alg.name().into(),
-            private_key: sealed,
-            created_at: now,
-        })
-        .await
+/// Seconds between a key being stored and it signing: three times the interval at which running
+/// servers reload keys, so that every replica publishes it in its JWKS before any signs with it.
+pub const KEY_ACTIVATION_DELAY: i64 = 3 * crate::server::KEY_RELOAD_INTERVAL.as_secs() as i64;
+
+/// Which stored key signs: the newest of `alg` that is active; while none of `alg` is (the algorithm
+/// just changed), the newest active key of any; on a fresh database, where no key is active yet, the
+/// oldest of `alg` (the same one in every process).
+fn signer(stored: &[StoredKey], alg: Algorithm, now: Timestamp) -> Option<usize> {
+    let active = |k: &StoredKey| k.created_at + KEY_ACTIVATION_DELAY <= now;
+    stored
+        .iter()
+        .rposition(|k| k.alg == alg.name() && active(k))
+        .or_else(|| stored.iter().rposition(active))
+        .or_else(|| stored.iter().position(|k| k.alg == alg.name()))
+}
+
+fn stored_key(key: &SigningKey, sealed: Vec<u8>, now: Timestamp) -> StoredKey {
+    StoredKey { kid: key.kid.clone(), alg: key.alg.name().into(), private_key: sealed, created_at: now }
 }
 
 #[cfg(test)]
@@ -392,22 +418,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_key_rotated_within_the_same_second_signs() {
+    async fn a_rotated_key_is_published_at_once_and_signs_once_active_even_within_the_same_second() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
         let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
         let now = 1_700_000_000;
         let mut active =
             KeySet::load(&store, &kek, Algorithm::EdDSA, now, 900).await.unwrap().active().kid().to_owned();
-        // kids are random, so a tie broken by kid would pick the wrong key about half the time.
-        for _ in 0..8 {
-            let rotated = KeySet::rotate(&store, &kek, Algorithm::EdDSA, now).await.unwrap();
-            let set = KeySet::load(&store, &kek, Algorithm::EdDSA, now, 900).await.unwrap();
+        for round in 1..=4 {
+            // Two rotations in the same second: kids are random, so a tie broken by kid would pick the
+            // wrong key about half the time; the one stored last wins.
+            let at = now + round * KEY_ACTIVATION_DELAY;
+            let skipped = KeySet::rotate(&store, &kek, Algorithm::EdDSA, at).await.unwrap();
+            let rotated = KeySet::rotate(&store, &kek, Algorithm::EdDSA, at).await.unwrap();
+            // Published at once, but the previous key signs until every replica has had time to publish it.
+            let set = KeySet::load(&store, &kek, Algorithm::EdDSA, at + KEY_ACTIVATION_DELAY - 1, 900).await.unwrap();
+            assert_eq!(set.active().kid(), active);
+            assert!(set.jwks()["keys"].as_array().unwrap().iter().any(|k| k["kid"] == rotated.kid()));
+            let set = KeySet::load(&store, &kek, Algorithm::EdDSA, at + KEY_ACTIVATION_DELAY, 900).await.unwrap();
             assert_eq!(set.active().kid(), rotated.kid());
             assert!(set.verify(&set.active().sign_jwt(&json!({})).unwrap()).is_some());
-            assert_eq!(set.jwks()["keys"][1]["kid"], active.as_str(), "the previous key comes next");
+            assert_eq!(set.jwks()["keys"][1]["kid"], skipped.kid(), "the newer keys come first");
             active = rotated.kid().to_owned();
         }
+    }
+
+    #[tokio::test]
+    async fn processes_starting_together_on_an_empty_database_make_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
+        let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
+        let now = 1_700_000_000;
+        let load = || KeySet::load(&store, &kek, Algorithm::ES256, now, 900);
+        let (a, b, c) = tokio::join!(load(), load(), load());
+        let kids = [a.unwrap(), b.unwrap(), c.unwrap()].map(|set| set.active().kid().to_owned());
+        assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+        assert!(kids.iter().all(|kid| *kid == kids[0]), "{kids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_algorithm_signs_once_its_key_is_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
+        let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
+        let now = 1_700_000_000;
+        KeySet::load(&store, &kek, Algorithm::RS256, now, 900).await.unwrap();
+        // The configuration now says ES256: its key is made and published, and RS256 signs meanwhile.
+        let set = KeySet::load(&store, &kek, Algorithm::ES256, now + 100, 900).await.unwrap();
+        assert_eq!(set.active().alg(), Algorithm::RS256);
+        assert_eq!(set.jwks()["keys"].as_array().unwrap().len(), 2);
+        let set = KeySet::load(&store, &kek, Algorithm::ES256, now + 100 + KEY_ACTIVATION_DELAY, 900).await.unwrap();
+        assert_eq!(set.active().alg(), Algorithm::ES256);
     }
 
     #[tokio::test]
@@ -416,7 +477,7 @@ mod tests {
         let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap();
         let kek = Kek::from_text(&crate::kek::generate(), "test").unwrap();
         let (key, pkcs8) = SigningKey::generate(Algorithm::ES256).unwrap();
-        store_key(&store, &key, pkcs8.clone(), 1_700_000_000).await.unwrap();
+        store.insert_signing_key(&stored_key(&key, pkcs8.clone(), 1_700_000_000)).await.unwrap();
         let set = KeySet::load(&store, &kek, Algorithm::ES256, 1_700_000_000, 900).await.unwrap();
         assert_eq!(set.active().kid(), key.kid());
         let stored = store.signing_keys().await.unwrap();
@@ -424,7 +485,8 @@ mod tests {
         assert_eq!(kek.open(&stored[0].private_key, key.kid().as_bytes()).unwrap(), pkcs8);
         // Replaced, and past its last token: deleted from the store, not only from the JWKS.
         KeySet::rotate(&store, &kek, Algorithm::ES256, 1_700_000_010).await.unwrap();
-        KeySet::load(&store, &kek, Algorithm::ES256, 1_700_000_010 + 900 + CLOCK_SKEW + 1, 900).await.unwrap();
+        let gone = 1_700_000_010 + KEY_ACTIVATION_DELAY + 900 + CLOCK_SKEW + 1;
+        KeySet::load(&store, &kek, Algorithm::ES256, gone, 900).await.unwrap();
         let kids: Vec<String> = store.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
         assert!(!kids.contains(&key.kid().to_owned()) && kids.len() == 1, "{kids:?}");
     }
@@ -442,8 +504,9 @@ mod tests {
         let kids = |set: KeySet| -> Vec<String> {
             set.jwks()["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
         };
-        // A token signed by the old key just before the rotation lives `lifetime`, plus the clock skew allowed.
-        let last_moment = t0 + 10 + lifetime + CLOCK_SKEW;
+        // A token signed by the old key just before the new one took over lives `lifetime`, plus the clock
+        // skew allowed.
+        let last_moment = t0 + 10 + KEY_ACTIVATION_DELAY + lifetime + CLOCK_SKEW;
         let set = KeySet::load(&store, &kek, Algorithm::RS256, last_moment, lifetime).await.unwrap();
         assert_eq!(kids(set), [new.clone(), old]);
         let set = KeySet::load(&store, &kek, Algorithm::RS256, last_moment + 1, lifetime).await.unwrap();

@@ -81,6 +81,10 @@ impl Store for Metered {
         timed("insert_signing_key", self.0.insert_signing_key(key)).await
     }
 
+    async fn insert_signing_key_if_none(&self, key: &StoredKey) -> StoreResult<bool> {
+        timed("insert_signing_key_if_none", self.0.insert_signing_key_if_none(key)).await
+    }
+
     async fn set_signing_key_material(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
         timed("set_signing_key_material", self.0.set_signing_key_material(kid, private_key)).await
     }

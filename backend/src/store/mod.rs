@@ -398,6 +398,9 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a new signing key.
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Stores `key` unless a key of its algorithm is stored already, atomically (of processes starting
+    /// together on an empty database, one key is kept); whether it was stored.
+    async fn insert_signing_key_if_none(&self, key: &StoredKey) -> StoreResult<bool>;
     /// Replaces a signing key's stored (sealed) private key.
     async fn set_signing_key_material(&self, kid: &str, private_key: &[u8]) -> StoreResult<()>;
     /// Deletes a signing key (retired: every token it signed has expired).

@@ -331,6 +331,27 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn insert_signing_key_if_none(&self, key: &StoredKey) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Replicas starting together on an empty database take turns here; the first one's key stays.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('signing key ' || $1, 0))")
+            .bind(&key.alg)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, created_at) SELECT $1, $2, $3, $4 \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE alg = $2)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_key)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_signing_key_material(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
         sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
             .bind(private_key)

@@ -408,6 +408,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_signing_key_if_none(&self, key: &StoredKey) -> StoreResult<bool> {
+        // The one writer connection runs this statement alone: no other key can slip in between.
+        let done = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, created_at) SELECT ?1, ?2, ?3, ?4 \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE alg = ?2)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_key)
+        .bind(key.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_signing_key_material(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
         sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
             .bind(private_key)

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
 use oauth2::basic::{
@@ -110,14 +112,20 @@ impl Server {
 
     /// Like [`Server::start`], with a public issuer other than the local address (as behind a proxy).
     pub fn start_as(extra: &str, issuer: Option<&str>) -> Self {
+        let server = Self::prepare(extra, issuer, None);
+        server.spawn_and_wait()
+    }
+
+    /// A server that is not started yet, on `database` (or a new one).
+    fn prepare(extra: &str, issuer: Option<&str>, database: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let local = format!("http://127.0.0.1:{port}");
         let issuer = issuer.map_or(local.clone(), str::to_owned);
         // No built UI unless a test asks for one: errors then come as Postern's own HTML page.
         let ui_dir = dir.path().join("no-ui");
-        let database = new_database(dir.path());
-        let mut server = Server {
+        let database = database.map_or_else(|| new_database(dir.path()), str::to_owned);
+        let server = Server {
             dir,
             port,
             issuer,
@@ -129,8 +137,32 @@ impl Server {
             database,
         };
         server.write_config();
-        server.spawn();
         server
+    }
+
+    fn spawn_and_wait(mut self) -> Self {
+        self.spawn();
+        self
+    }
+
+    /// `n` replicas of one provider: one issuer (the first replica's address, as a load balancer's
+    /// would be), one database, one key-encryption key (`extra` is given to each), started at once.
+    pub fn replicas(n: usize, extra: &str) -> Vec<Server> {
+        let database = new_database(tempfile::tempdir().unwrap().path());
+        let kek = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let extra = format!("key_encryption_key = \"{kek}\"\n{extra}");
+        let first = Self::prepare(&extra, None, Some(&database));
+        let issuer = first.issuer.clone();
+        let mut replicas = vec![first];
+        replicas.extend((1..n).map(|_| Self::prepare(&extra, Some(&issuer), Some(&database))));
+        // Every process starts before any is waited for: they race through migrations and first keys.
+        for replica in &mut replicas {
+            replica.start_process();
+        }
+        for replica in &mut replicas {
+            replica.wait_until_up();
+        }
+        replicas
     }
 
     /// Like [`Server::start`], logging everything down to `debug`, its dependencies included.
@@ -202,6 +234,11 @@ redirect_uris = ["https://legacy.example/cb"]
     }
 
     fn spawn(&mut self) {
+        self.start_process();
+        self.wait_until_up();
+    }
+
+    fn start_process(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_postern"))
             .arg("--config")
@@ -213,6 +250,9 @@ redirect_uris = ["https://legacy.example/cb"]
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    fn wait_until_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = format!("{}/.well-known/openid-configuration", self.local);
         loop {
