@@ -64,7 +64,10 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Makes the store's config-declared clients match the file: creates, updates and removes.
+/// Makes the store's config-declared clients match the file: creates and updates them. A client an
+/// earlier configuration declared and this one does not is kept, with a warning: replicas in a rolling
+/// deploy run older and newer files at once, and a replica starting with the older one must not delete
+/// a newer client (with every token issued to it). `postern client remove` removes it for good.
 pub async fn sync_config_clients(
     store: &dyn Store,
     config: &Config,
@@ -123,8 +126,11 @@ pub async fn sync_config_clients(
         |id: &str| config.clients.contains_key(id) || (config.ui.self_test_client && id == SELF_TEST_CLIENT_ID);
     for client in store.list_clients().await? {
         if client.source == ClientSource::Config && !declared(&client.id) {
-            tracing::info!(client_id = %client.id, "removing a client no longer in the configuration file");
-            store.remove_client(&client.id).await?;
+            tracing::warn!(
+                client_id = %client.id,
+                "a client declared by a configuration file is not in this one: kept, since another replica may run \
+                 a newer configuration; once no configuration declares it, remove it with `postern client remove`"
+            );
         }
     }
     Ok(())

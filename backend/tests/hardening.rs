@@ -9,25 +9,6 @@ use std::sync::Arc;
 use oauth2::TokenResponse as _;
 use url::Url;
 
-async fn pending_handle(browser: &reqwest::Client, server: &Server) -> String {
-    let auth = authorization(&hub_client(server), &[]);
-    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
-    query(&login_page, "request").unwrap()
-}
-
-async fn login_from(server: &Server, handle: &str, user: &str, password: &str, forwarded_for: &str) -> u16 {
-    http()
-        .post(server.url("/api/login"))
-        .header("origin", server.origin())
-        .header("x-forwarded-for", forwarded_for)
-        .json(&shared::LoginRequest { request: handle.into(), username: user.into(), password: password.into() })
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn throttling_follows_x_forwarded_for_only_from_trusted_proxies() {
     let server = Server::start(r#"trusted_proxies = ["127.0.0.1"]"#);
@@ -681,4 +662,24 @@ async fn the_write_ahead_log_stays_bounded_under_constant_reads() {
     println!("write-ahead log: {peak} B at its peak under load, {rest} B after");
     assert!(peak < 3 * LIMIT, "the log grew to {peak} B under load");
     assert!(rest <= LIMIT, "the log was not cut back: {rest} B");
+}
+
+/// The throttle's counts live in the store: a restart does not wipe an attacker's slate.
+#[tokio::test]
+async fn throttle_counts_survive_a_restart() {
+    let mut server = Server::start(r#"trusted_proxies = ["127.0.0.1"]"#);
+    server.add_user("fay", &[]);
+    // Five wrong passwords (waiting out each back-off): the pair is then blocked for four seconds.
+    let mut failures = 0;
+    while failures < 5 {
+        let handle = pending_handle(&browser(), &server).await;
+        match login_from(&server, &handle, "fay", "wrong", "203.0.113.3").await {
+            401 => failures += 1,
+            429 => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            other => panic!("{other}"),
+        }
+    }
+    server.restart();
+    let handle = pending_handle(&browser(), &server).await;
+    assert_eq!(login_from(&server, &handle, "fay", PASSWORD, "203.0.113.3").await, 429, "still blocked");
 }

@@ -296,6 +296,31 @@ async fn rotating_the_key_encryption_key_re_seals_every_private_key_while_servin
     assert!(!server.cli(&["keys", "list"], "").status.success());
 }
 
+/// A start never deletes a client an earlier configuration declared: in a rolling deploy a replica
+/// restarting with the older file would delete the newer client and every token issued to it.
+/// The operator removes it, once no configuration declares it.
+#[tokio::test]
+async fn a_start_with_an_older_configuration_keeps_a_newer_client() {
+    let newer =
+        r#"clients.lab = { secret = "lab-secret-0123456789abcdef", redirect_uris = ["https://lab.example/cb"] }"#;
+    let mut server = Server::start(newer);
+    server.add_user("gus", &[]);
+    let lab = oauth_client(&server, "lab", Some("lab-secret-0123456789abcdef"), "https://lab.example/cb");
+    let tokens = sign_in(&server, &lab, "gus").await;
+
+    // A replica with the configuration from before `lab` existed starts on the same database.
+    server.reconfigure("");
+    assert!(server.log().contains("is not in this one: kept"), "a warning names the situation");
+    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 200, "its tokens live");
+    let listed = String::from_utf8(server.cli(&["client", "list"], "").stdout).unwrap();
+    assert!(listed.lines().any(|l| l.starts_with("lab ")), "{listed}");
+
+    // Declared nowhere any more: the operator removes it, and what was issued to it ends.
+    let out = server.cli(&["client", "remove", "lab"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(userinfo(&server, tokens.access_token().secret()).await.status(), 401);
+}
+
 #[tokio::test]
 async fn cli_registered_jupyterhub_client_works_as_printed() {
     let server = Server::start("");

@@ -499,6 +499,27 @@ pub async fn login(browser: &reqwest::Client, server: &Server, auth_url: &Url, u
     location(&browser.get(body.redirect_to).send().await.unwrap())
 }
 
+/// Starts a sign-in for the Hub in `browser`; returns the login page's request handle.
+pub async fn pending_handle(browser: &reqwest::Client, server: &Server) -> String {
+    let auth = authorization(&hub_client(server), &[]);
+    let login_page = location(&browser.get(auth.url.clone()).send().await.unwrap());
+    query(&login_page, "request").unwrap()
+}
+
+/// The status of a login API call that a trusted proxy forwards for `forwarded_for`.
+pub async fn login_from(server: &Server, handle: &str, user: &str, password: &str, forwarded_for: &str) -> u16 {
+    http()
+        .post(server.url("/api/login"))
+        .header("origin", server.origin())
+        .header("x-forwarded-for", forwarded_for)
+        .json(&shared::LoginRequest { request: handle.into(), username: user.into(), password: password.into() })
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Completes a successful login API response in the browser; returns the resume response.
 pub async fn resume(browser: &reqwest::Client, response: reqwest::Response) -> reqwest::Response {
     assert_eq!(response.status(), 200, "login failed");
