@@ -3,6 +3,51 @@
 //! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL ([`postgres::PostgresStore`])
 //! is for several replicas sharing one database. Both pass the same tests.
 
+/// Readers of the records whose columns are the same in both stores, for one store's row type.
+macro_rules! record_readers {
+    ($row:ty) => {
+        fn key_from_row(row: &$row) -> Result<StoredKey, sqlx::Error> {
+            Ok(StoredKey {
+                kid: row.try_get("kid")?,
+                alg: row.try_get("alg")?,
+                private_key: row.try_get("private_key")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn request_from_row(row: &$row) -> Result<AuthorizationRequest, sqlx::Error> {
+            Ok(AuthorizationRequest {
+                id: row.try_get("id")?,
+                client_id: row.try_get("client_id")?,
+                redirect_uri: row.try_get("redirect_uri")?,
+                scope: row.try_get("scope")?,
+                state: row.try_get("state")?,
+                nonce: row.try_get("nonce")?,
+                code_challenge: row.try_get("code_challenge")?,
+                expires_at: row.try_get("expires_at")?,
+                browser_hash: row.try_get("browser_hash")?,
+                client_network: row.try_get("client_network")?,
+            })
+        }
+
+        fn grant_from_row(row: &$row) -> Result<Grant, sqlx::Error> {
+            Ok(Grant {
+                id: row.try_get("id")?,
+                client_id: row.try_get("client_id")?,
+                user_id: row.try_get("user_id")?,
+                scope: row.try_get("scope")?,
+                nonce: row.try_get("nonce")?,
+                auth_time: row.try_get("auth_time")?,
+                redirect_uri: row.try_get("redirect_uri")?,
+                code_challenge: row.try_get("code_challenge")?,
+                code_expires_at: row.try_get("code_expires_at")?,
+                code_used_at: row.try_get("code_used_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        }
+    };
+}
+
 pub mod metered;
 pub mod postgres;
 pub mod sqlite;

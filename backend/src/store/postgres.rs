@@ -101,45 +101,7 @@ fn client_from_row(row: &PgRow) -> Result<Client, sqlx::Error> {
     })
 }
 
-fn key_from_row(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
-    Ok(StoredKey {
-        kid: row.try_get("kid")?,
-        alg: row.try_get("alg")?,
-        private_key: row.try_get("private_key")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn request_from_row(row: &PgRow) -> Result<AuthorizationRequest, sqlx::Error> {
-    Ok(AuthorizationRequest {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        redirect_uri: row.try_get("redirect_uri")?,
-        scope: row.try_get("scope")?,
-        state: row.try_get("state")?,
-        nonce: row.try_get("nonce")?,
-        code_challenge: row.try_get("code_challenge")?,
-        expires_at: row.try_get("expires_at")?,
-        browser_hash: row.try_get("browser_hash")?,
-        client_network: row.try_get("client_network")?,
-    })
-}
-
-fn grant_from_row(row: &PgRow) -> Result<Grant, sqlx::Error> {
-    Ok(Grant {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        user_id: row.try_get("user_id")?,
-        scope: row.try_get("scope")?,
-        nonce: row.try_get("nonce")?,
-        auth_time: row.try_get("auth_time")?,
-        redirect_uri: row.try_get("redirect_uri")?,
-        code_challenge: row.try_get("code_challenge")?,
-        code_expires_at: row.try_get("code_expires_at")?,
-        code_used_at: row.try_get("code_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
+record_readers!(PgRow);
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
