@@ -663,23 +663,3 @@ async fn the_write_ahead_log_stays_bounded_under_constant_reads() {
     assert!(peak < 3 * LIMIT, "the log grew to {peak} B under load");
     assert!(rest <= LIMIT, "the log was not cut back: {rest} B");
 }
-
-/// The throttle's counts live in the store: a restart does not wipe an attacker's slate.
-#[tokio::test]
-async fn throttle_counts_survive_a_restart() {
-    let mut server = Server::start(r#"trusted_proxies = ["127.0.0.1"]"#);
-    server.add_user("fay", &[]);
-    // Five wrong passwords (waiting out each back-off): the pair is then blocked for four seconds.
-    let mut failures = 0;
-    while failures < 5 {
-        let handle = pending_handle(&browser(), &server).await;
-        match login_from(&server, &handle, "fay", "wrong", "203.0.113.3").await {
-            401 => failures += 1,
-            429 => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-            other => panic!("{other}"),
-        }
-    }
-    server.restart();
-    let handle = pending_handle(&browser(), &server).await;
-    assert_eq!(login_from(&server, &handle, "fay", PASSWORD, "203.0.113.3").await, 429, "still blocked");
-}

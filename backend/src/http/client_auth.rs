@@ -94,11 +94,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
                 }
             };
             if state.passwords.verify(secret.clone(), Some(hash.clone())).await {
-                attempt.succeeded().await;
+                attempt.succeeded();
                 state.verified_secrets.remember(&client.id, hash, &secret);
                 Ok(client)
             } else {
-                attempt.failed().await;
+                attempt.failed();
                 audit::client_auth_failed("wrong_secret", &client.id, ip);
                 Err(invalid_client("client authentication failed"))
             }

@@ -104,12 +104,12 @@ pub async fn login(
                 Some(u) if u.disabled && password_ok => "disabled_user",
                 Some(_) => "wrong_password",
             };
-            attempt.failed().await;
+            attempt.failed();
             audit::login_failed(reason, &request.client_id, Some(ip));
             return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
         }
     };
-    attempt.succeeded().await;
+    attempt.succeeded();
     // A hash from older argon2 parameters is replaced now that the password is at hand, so that old
     // accounts and unknown names cost the same to check.
     if state.passwords.needs_rehash(&user.password_hash) {

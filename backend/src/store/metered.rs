@@ -173,27 +173,6 @@ impl Store for Metered {
         timed("rotate_refresh_token", self.0.rotate_refresh_token(old_hash, now, access, refresh)).await
     }
 
-    async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
-        timed("throttle_counts", self.0.throttle_counts(keys)).await
-    }
-
-    async fn update_throttle_counts(
-        &self,
-        keys: &[String],
-        update: &ThrottleUpdate<'_>,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        timed("update_throttle_counts", self.0.update_throttle_counts(keys, update, now)).await
-    }
-
-    async fn record_sign_in(&self, key: &str, now: Timestamp) -> StoreResult<()> {
-        timed("record_sign_in", self.0.record_sign_in(key, now)).await
-    }
-
-    async fn signed_in_since(&self, key: &str, since: Timestamp) -> StoreResult<bool> {
-        timed("signed_in_since", self.0.signed_in_since(key, since)).await
-    }
-
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
         timed("purge_expired", self.0.purge_expired(now)).await
     }

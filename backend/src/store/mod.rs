@@ -408,21 +408,6 @@ pub struct RefreshTokenInfo {
     pub grant: Grant,
 }
 
-/// A throttle's count of failures under one key, as every process sharing the store sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThrottleCount {
-    /// Failures counted (and not yet leaked away).
-    pub failures: i64,
-    /// When the count last leaked, in Unix milliseconds.
-    pub leaked_at: i64,
-    /// Until when attempts are refused, in Unix milliseconds.
-    pub blocked_until: i64,
-}
-
-/// How [`Store::update_throttle_counts`] changes the count of the `i`-th key: from what is stored
-/// (`None`: nothing) to what is to be stored (`None`: nothing).
-pub type ThrottleUpdate<'a> = dyn Fn(usize, Option<ThrottleCount>) -> Option<ThrottleCount> + Send + Sync + 'a;
-
 /// The storage interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -522,21 +507,6 @@ pub trait Store: Send + Sync + 'static {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool>;
-
-    /// The throttle counts stored under `keys`, by key (keys without one are absent).
-    async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>>;
-    /// Replaces each key's throttle count by what `update` makes of it, atomically: updates from several
-    /// processes to the same key apply one after the other, none lost.
-    async fn update_throttle_counts(
-        &self,
-        keys: &[String],
-        update: &ThrottleUpdate<'_>,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Records a successful sign-in under `key` (a name and the network it came from).
-    async fn record_sign_in(&self, key: &str, now: Timestamp) -> StoreResult<()>;
-    /// Whether a sign-in was recorded under `key` after `since`.
-    async fn signed_in_since(&self, key: &str, since: Timestamp) -> StoreResult<bool>;
 
     /// Deletes expired requests, sessions, codes and tokens. Several processes sharing the store may
     /// call it at once: one of them does the work, the others return.

@@ -616,92 +616,6 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
-        let rows: Vec<(String, i64, i64, i64)> =
-            sqlx::query_as("SELECT key, failures, leaked_at, blocked_until FROM throttle_counts WHERE key = ANY($1)")
-                .bind(keys)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, failures, leaked_at, blocked_until)| {
-                (key, ThrottleCount { failures, leaked_at, blocked_until })
-            })
-            .collect())
-    }
-
-    async fn update_throttle_counts(
-        &self,
-        keys: &[String],
-        update: &ThrottleUpdate<'_>,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        // Locked in key order, so that two replicas updating overlapping keys cannot deadlock; a row is
-        // made first if missing, so that there is one to lock (a zero count means the same as none).
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        for i in order {
-            let key = &keys[i];
-            sqlx::query(
-                "INSERT INTO throttle_counts (key, failures, leaked_at, blocked_until, updated_at) \
-                 VALUES ($1, 0, 0, 0, $2) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let (failures, leaked_at, blocked_until): (i64, i64, i64) = sqlx::query_as(
-                "SELECT failures, leaked_at, blocked_until FROM throttle_counts WHERE key = $1 FOR UPDATE",
-            )
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
-            let old =
-                (failures > 0 || blocked_until > 0).then_some(ThrottleCount { failures, leaked_at, blocked_until });
-            match update(i, old) {
-                Some(c) => {
-                    sqlx::query(
-                        "UPDATE throttle_counts SET failures = $2, leaked_at = $3, blocked_until = $4, updated_at = $5 \
-                         WHERE key = $1",
-                    )
-                    .bind(key)
-                    .bind(c.failures)
-                    .bind(c.leaked_at)
-                    .bind(c.blocked_until)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM throttle_counts WHERE key = $1").bind(key).execute(&mut *tx).await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn record_sign_in(&self, key: &str, now: Timestamp) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO known_sign_ins (key, at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET at = excluded.at",
-        )
-        .bind(key)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn signed_in_since(&self, key: &str, since: Timestamp) -> StoreResult<bool> {
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM known_sign_ins WHERE key = $1 AND at > $2")
-            .bind(key)
-            .bind(since)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
-    }
-
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let ours: bool =
@@ -715,9 +629,6 @@ impl Store for PostgresStore {
             "DELETE FROM sessions WHERE expires_at <= $1",
             "DELETE FROM access_tokens WHERE expires_at <= $1",
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
-            // Counts nobody touched for two days have leaked away, whatever their policy.
-            "DELETE FROM throttle_counts WHERE updated_at <= $1 - 2 * 86400",
-            "DELETE FROM known_sign_ins WHERE at <= $1 - 30 * 86400",
             // A grant is kept while any token of it lives, and a day past its code so replays are recognised.
             "DELETE FROM grants WHERE code_expires_at <= $1 - 86400 \
              AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = grants.id) \
