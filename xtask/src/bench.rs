@@ -45,6 +45,8 @@ pub struct Options {
     pub ui: bool,
     /// Where results.json goes.
     pub out: PathBuf,
+    /// The `postern` binary to measure (a release build, except in a smoke run).
+    pub postern: PathBuf,
 }
 
 /// What the benchmark measures.
@@ -255,7 +257,7 @@ async fn discover(kind: Kind, child: Child, base: String, dir: Option<TempDir>) 
     Ok(Target { kind, child, base, endpoints, _dir: dir })
 }
 
-async fn start_postern(root: &Path, core: Option<usize>) -> anyhow::Result<Target> {
+async fn start_postern(root: &Path, bin: &Path, core: Option<usize>) -> anyhow::Result<Target> {
     let dir = std::env::temp_dir().join(format!("postern-bench-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -273,10 +275,9 @@ async fn start_postern(root: &Path, core: Option<usize>) -> anyhow::Result<Targe
             root.join("dist").display()
         ),
     )?;
-    let bin = root.join("target/release/postern");
-    ensure!(bin.is_file(), "build it first: cargo build --release -p backend");
+    ensure!(bin.is_file(), "build it first: {} is missing", bin.display());
     for i in 0..USERS {
-        let mut add = Command::new(&bin)
+        let mut add = Command::new(bin)
             .args(["--config", config.to_str().unwrap(), "user", "add", &format!("user{i}")])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -285,7 +286,7 @@ async fn start_postern(root: &Path, core: Option<usize>) -> anyhow::Result<Targe
         add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes())?;
         ensure!(add.wait()?.success(), "user add failed");
     }
-    let child = pinned(core, &bin)
+    let child = pinned(core, bin)
         .args(["--config", config.to_str().unwrap(), "serve"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -725,7 +726,7 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
     let floor_seconds = options.seconds.clamp(0.5, 5.0);
     let argon2_before = argon2_floor(floor_seconds);
     let signing_before = signing_floor(alg, floor_seconds);
-    let mut targets = vec![Arc::new(start_postern(root, options.server_core).await?)];
+    let mut targets = vec![Arc::new(start_postern(root, &options.postern, options.server_core).await?)];
     if options.peer {
         targets.push(Arc::new(start_peer(root, options.server_core).await?));
     }

@@ -56,7 +56,7 @@ enum Task {
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
-        /// A quick run (1 s per scenario, c=1 and 4) that checks the benchmark still works.
+        /// A quick run (1 s per scenario, c=1 and 4, the debug build) that checks the benchmark still works.
         #[arg(long)]
         smoke: bool,
     },
@@ -76,6 +76,8 @@ fn main() -> anyhow::Result<()> {
                 peer: !without_peer,
                 ui: !without_ui,
                 out,
+                // The smoke run checks the benchmark works, not how fast: the tests' debug build will do.
+                postern: root.join(if smoke { "target/debug/postern" } else { "target/release/postern" }),
             };
             // One thread: the load generator has one core, and a single-threaded runtime wastes none of it on
             // handing tasks between threads.
