@@ -1,4 +1,4 @@
-//! The `postern` command line: `serve`, and user and client administration on the same store.
+//! The `postern` command line: `serve`, and administration of users, clients, keys and the database.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::http::now;
 use crate::keys::KeySet;
 use crate::password::Passwords;
-use crate::store::{Client, ClientSource, NewUser, Store, StoreError};
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{copy, Client, ClientSource, Database, NewUser, Store, StoreError};
 use crate::users::{check_group, normalize_username};
 use crate::{server, tokens};
 
@@ -41,6 +43,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Move the database.
+    #[command(subcommand)]
+    Database(DatabaseCommand),
     /// Read a secret from standard input and print its argon2id hash, for `secret_hash` in the config.
     HashSecret,
     /// Ask the server at `listen` whether it is ready (exit status 0) or not (1): for container health
@@ -60,6 +65,20 @@ pub enum KeysCommand {
     /// a new key is put first in the key file, every private key is re-sealed, then the old key is
     /// dropped. A running server follows within seconds.
     RotateEncryptionKey,
+}
+
+/// `postern database …`
+#[derive(Debug, Subcommand)]
+pub enum DatabaseCommand {
+    /// Copy an SQLite database (users, groups, clients, sealed keys, sessions, grants and their
+    /// tokens, throttle counts) into an empty PostgreSQL database, all or nothing. Stop the servers
+    /// first: what they write afterwards is not copied.
+    Copy {
+        /// The SQLite database: a path or sqlite://path.
+        from: String,
+        /// The PostgreSQL database: postgres://….
+        to: String,
+    },
 }
 
 /// `postern user …`
@@ -182,7 +201,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user(&config, command).await,
         Command::Keys(command) => keys(&config, command).await,
         Command::Client(command) => client(&config, command).await,
+        Command::Database(command) => database(command).await,
     }
+}
+
+async fn database(command: DatabaseCommand) -> anyhow::Result<()> {
+    let DatabaseCommand::Copy { from, to } = command;
+    let (Ok(Database::Sqlite(path)), Ok(Database::Postgres(url))) = (Database::parse(&from), Database::parse(&to))
+    else {
+        bail!("`database copy` copies an SQLite database (a path or sqlite://path) into PostgreSQL (postgres://…)");
+    };
+    // Opening a missing file would make an empty database and copy nothing.
+    anyhow::ensure!(path.is_file(), "there is no SQLite database at {}", path.display());
+    let source = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
+    let target = Database::Postgres(url.clone());
+    let postgres = PostgresStore::open(&url).await.with_context(|| format!("opening {target}"))?;
+    let copied = copy::sqlite_to_postgres(&source, &postgres).await.context("copying")?;
+    for (table, rows) in copied {
+        println!("{table:<24} {rows:>8} rows");
+    }
+    println!(
+        "Copied into {target}. Point `database` there, and give every replica the key-encryption key \
+         this database's keys are sealed with."
+    );
+    Ok(())
 }
 
 fn passwords(config: &Config) -> anyhow::Result<Passwords> {

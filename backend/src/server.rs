@@ -55,8 +55,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         keys: keys.clone(),
         passwords,
         ui_available,
-        login_throttle: Arc::new(Throttle::logins(Duration::from_secs(15 * 60), Duration::from_secs(60))),
-        client_throttle: Arc::new(Throttle::client_secrets()),
+        login_throttle: Arc::new(
+            Throttle::logins(Duration::from_secs(15 * 60), Duration::from_secs(60)).shared(store.clone()),
+        ),
+        client_throttle: Arc::new(Throttle::client_secrets().shared(store.clone())),
         verified_secrets: Arc::default(),
     };
     tokio::spawn(purge_periodically(store.clone()));

@@ -10,7 +10,12 @@
 //! - username and address together: one attacker guessing one account;
 //! - address alone, with more free attempts (a campus NAT shares one): one attacker spraying accounts;
 //! - username alone, with a short cap: many addresses guessing one account. It does not hold back an
-//!   address the user has signed in from since the last restart, so an attacker cannot keep them out.
+//!   address the user has signed in from in the last 30 days, so an attacker cannot keep them out.
+//!
+//! With a store ([`Throttle::shared`]) the counts and the known addresses live there: every process
+//! sharing the store (replicas behind a load balancer) sees the same ones, and they survive restarts.
+//! Each attempt reads its keys' counts when it arrives and again when its turn comes, and writes its
+//! outcome back atomically before it is answered. Attempts in flight and the queue stay per process.
 //!
 //! Client secrets ([`Throttle::client_secrets`]) have their own throttle, counted per client and
 //! address and per address, never per client alone: nobody can make the Hub's own `/token` calls wait by
@@ -26,8 +31,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// An address the user signed in from stays trusted for the username this long (or until a restart).
+use crate::store::{Store, ThrottleCount};
+
+/// An address the user signed in from stays trusted for the username this long.
 const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A sign-in from a known address is stored again only once it is this old: a daily user's address
+/// stays known, and most sign-ins write nothing for it.
+const RECORD_AGAIN_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Records kept at most per table; when full, the least-blocked go first.
 const MAX_ENTRIES: usize = 100_000;
 /// Longest an attempt waits for the attempts ahead of it before it is told to come back later.
@@ -75,6 +85,80 @@ impl Record {
     /// Holds nothing worth keeping: the same as no record at all.
     fn is_idle(&self, now: Instant) -> bool {
         self.failures == 0 && self.in_flight == 0 && self.blocked_until <= now
+    }
+
+    /// Counts an attempt's outcome: a failure (with back-off past the free budget), a success that
+    /// clears the count, or nothing.
+    fn settle(&mut self, policy: Policy, outcome: Outcome, now: Instant) {
+        match outcome {
+            Outcome::Failed => {
+                self.leak(policy.leak, now);
+                self.failures += 1;
+                if self.failures >= policy.free {
+                    let exponent = (self.failures - policy.free).min(16);
+                    self.blocked_until = now + Duration::from_secs(1u64 << exponent).min(policy.cap);
+                }
+            }
+            Outcome::Cleared => {
+                self.failures = 0;
+                self.blocked_until = now;
+            }
+            Outcome::Unjudged => {}
+        }
+    }
+
+    /// Takes the stored count (the one every process sees) in place of this one's, keeping what is in
+    /// flight here.
+    fn absorb(&mut self, stored: Option<&ThrottleCount>, clock: &Clock) {
+        let (failures, leaked_at, blocked_until) = match stored {
+            Some(c) => (
+                c.failures.clamp(0, u32::MAX as i64) as u32,
+                clock.instant(c.leaked_at),
+                clock.instant(c.blocked_until),
+            ),
+            None => (0, clock.now, clock.now),
+        };
+        self.failures = failures;
+        self.leaked_at = leaked_at;
+        self.blocked_until = blocked_until;
+    }
+
+    fn to_count(self, clock: &Clock) -> ThrottleCount {
+        ThrottleCount {
+            failures: self.failures.into(),
+            leaked_at: clock.millis(self.leaked_at),
+            blocked_until: clock.millis(self.blocked_until),
+        }
+    }
+}
+
+/// One moment seen on both clocks: the monotonic one the throttle counts with, and the wall clock
+/// (Unix milliseconds) the store's counts are kept in.
+struct Clock {
+    now: Instant,
+    now_ms: i64,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self { now: Instant::now(), now_ms: since_epoch.as_millis() as i64 }
+    }
+
+    fn millis(&self, at: Instant) -> i64 {
+        match at.checked_duration_since(self.now) {
+            Some(ahead) => self.now_ms + ahead.as_millis() as i64,
+            None => self.now_ms - self.now.duration_since(at).as_millis() as i64,
+        }
+    }
+
+    fn instant(&self, millis: i64) -> Instant {
+        let offset = Duration::from_millis(millis.abs_diff(self.now_ms));
+        if millis >= self.now_ms {
+            self.now + offset
+        } else {
+            self.now.checked_sub(offset).unwrap_or(self.now)
+        }
     }
 }
 
@@ -124,22 +208,21 @@ impl<K: Hash + Eq + Clone> Table<K> {
     fn end(&mut self, key: &K, outcome: Outcome, now: Instant) {
         let Some(r) = self.records.get_mut(key) else { return };
         r.in_flight = r.in_flight.saturating_sub(1);
-        match outcome {
-            Outcome::Failed => {
-                r.leak(self.policy.leak, now);
-                r.failures += 1;
-                if r.failures >= self.policy.free {
-                    let exponent = (r.failures - self.policy.free).min(16);
-                    r.blocked_until = now + Duration::from_secs(1u64 << exponent).min(self.policy.cap);
-                }
-            }
-            Outcome::Cleared => {
-                r.failures = 0;
-                r.blocked_until = now;
-            }
-            Outcome::Unjudged => {}
-        }
+        r.settle(self.policy, outcome, now);
         if r.is_idle(now) {
+            self.records.remove(key);
+        }
+    }
+
+    /// Replaces the local count under `key` by the stored one.
+    fn absorb(&mut self, key: &K, stored: Option<&ThrottleCount>, clock: &Clock) {
+        if stored.is_none() && !self.records.contains_key(key) {
+            return;
+        }
+        self.make_room(clock.now);
+        let r = self.records.entry(key.clone()).or_insert_with(|| Record::new(clock.now));
+        r.absorb(stored, clock);
+        if r.is_idle(clock.now) {
             self.records.remove(key);
         }
     }
@@ -171,7 +254,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Outcome {
     Failed,
     /// Succeeded: the key's failures are forgiven.
@@ -261,7 +344,47 @@ struct State {
     next_ticket: u64,
 }
 
+/// The store's counts for one attempt's keys (pair, address, name; `None`: not read), and when the
+/// name last signed in from the address (Unix seconds).
+struct Stored {
+    counts: [Option<Option<ThrottleCount>>; 3],
+    last_sign_in: Option<i64>,
+    clock: Clock,
+}
+
+impl Stored {
+    /// Whether the name signed in from the address within `within`.
+    fn signed_in_within(&self, within: Duration) -> bool {
+        self.last_sign_in.is_some_and(|at| self.clock.now_ms / 1000 - at < within.as_secs() as i64)
+    }
+}
+
 impl State {
+    fn is_known(&self, keys: &Keys, now: Instant) -> bool {
+        self.known.get(&(keys.name.clone(), keys.address)).is_some_and(|at| now.duration_since(*at) < KNOWN_FOR)
+    }
+
+    /// The attempt's own keys (pair, name) that hold a count a success must clear.
+    fn forgivable(&self, keys: &Keys, now: Instant) -> [bool; 2] {
+        let counted = |r: Option<&Record>| r.is_some_and(|r| r.failures > 0 || r.blocked_until > now);
+        let pair = counted(self.pairs.records.get(&(keys.name.clone(), keys.address)));
+        let name = keys.by_name && counted(self.names.as_ref().and_then(|names| names.records.get(&keys.name)));
+        [pair, name]
+    }
+
+    fn absorb(&mut self, keys: &Keys, stored: &Stored) {
+        let [pair, address, name] = &stored.counts;
+        if let Some(pair) = pair {
+            self.pairs.absorb(&(keys.name.clone(), keys.address), pair.as_ref(), &stored.clock);
+        }
+        if let Some(address) = address {
+            self.addresses.absorb(&keys.address, address.as_ref(), &stored.clock);
+        }
+        if let (Some(name), Some(names)) = (name, self.names.as_mut()) {
+            names.absorb(&keys.name, name.as_ref(), &stored.clock);
+        }
+    }
+
     fn verdict(&mut self, keys: &Keys, now: Instant) -> Verdict {
         let pair = (keys.name.clone(), keys.address);
         let mut verdicts = vec![self.pairs.verdict(&pair, now), self.addresses.verdict(&keys.address, now)];
@@ -284,16 +407,16 @@ impl State {
         }
     }
 
-    fn end(&mut self, keys: &Keys, succeeded: bool, now: Instant) {
-        let (own, shared) =
-            if succeeded { (Outcome::Cleared, Outcome::Unjudged) } else { (Outcome::Failed, Outcome::Failed) };
+    /// Ends an attempt: succeeded, failed, or (`None`) abandoned unjudged.
+    fn end(&mut self, keys: &Keys, succeeded: Option<bool>, now: Instant) {
+        let (own, shared) = outcomes(succeeded);
         let pair = (keys.name.clone(), keys.address);
         self.pairs.end(&pair, own, now);
         self.addresses.end(&keys.address, shared, now);
         if let (true, Some(names)) = (keys.by_name, self.names.as_mut()) {
             names.end(&keys.name, own, now);
         }
-        if succeeded && self.names.is_some() {
+        if succeeded == Some(true) && self.names.is_some() {
             if self.known.len() >= MAX_ENTRIES {
                 self.known.retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
             }
@@ -301,6 +424,16 @@ impl State {
                 self.known.insert(pair, now);
             }
         }
+    }
+}
+
+/// What an attempt's end counts: under its own keys (pair, name), and under its address, which others
+/// share.
+fn outcomes(succeeded: Option<bool>) -> (Outcome, Outcome) {
+    match succeeded {
+        Some(true) => (Outcome::Cleared, Outcome::Unjudged),
+        Some(false) => (Outcome::Failed, Outcome::Failed),
+        None => (Outcome::Unjudged, Outcome::Unjudged),
     }
 }
 
@@ -319,8 +452,12 @@ pub struct Throttle {
     /// Woken whenever an attempt ends, so that the queue moves.
     ended: Notify,
     max_wait: Duration,
-    /// Its name in metrics: `login` or `client`.
+    /// Its name in metrics and in the store: `login` or `client`.
     name: &'static str,
+    /// The policies of the pair, address and name tables, for counting in the store.
+    policies: (Policy, Policy, Option<Policy>),
+    /// Where the counts are shared, if anywhere.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Throttle {
@@ -347,8 +484,16 @@ impl Throttle {
         )
     }
 
+    /// Keeps the counts and known addresses in `store`, shared with every process using it.
+    pub fn shared(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     fn new(name: &'static str, pairs: Policy, addresses: Policy, names: Option<Policy>) -> Self {
         Self {
+            policies: (pairs, addresses, names),
+            store: None,
             state: Mutex::new(State {
                 pairs: Table::new(pairs),
                 addresses: Table::new(addresses),
@@ -375,15 +520,22 @@ impl Throttle {
         let now = Instant::now();
         let deadline = now + self.max_wait;
         let mut keys = Keys { name: name.to_owned(), address, by_name: true };
+        let stored = self.fetch(&keys).await;
+        // A sign-in from here stored recently need not be stored again when this one succeeds.
+        let recorded = stored.as_ref().is_some_and(|s| s.signed_in_within(RECORD_AGAIN_AFTER));
         let ticket = {
+            let now = Instant::now();
             let mut s = self.lock();
-            keys.by_name = s.names.is_some()
-                && s.known.get(&(keys.name.clone(), address)).is_none_or(|at| now.duration_since(*at) >= KNOWN_FOR);
+            let known = s.is_known(&keys, now) || stored.as_ref().is_some_and(|s| s.signed_in_within(KNOWN_FOR));
+            keys.by_name = s.names.is_some() && !known;
+            if let Some(stored) = &stored {
+                s.absorb(&keys, stored);
+            }
             match s.verdict(&keys, now) {
                 Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
                 Verdict::Admit if !s.waiting.ahead(&keys, u64::MAX) => {
                     s.admit(&keys, now);
-                    return Ok(Attempt { throttle: self.clone(), keys, ended: false });
+                    return Ok(Attempt { throttle: self.clone(), keys, recorded, outcome: None, ended: false });
                 }
                 _ => {}
             }
@@ -398,15 +550,19 @@ impl Throttle {
         };
         // Leaves the queue however this future ends (answered, timed out, or dropped with its request).
         let mut queued = Queued { throttle: self, ticket: Some(ticket), keys: keys.clone() };
+        // Whether the store's counts were read since the attempt last waited.
+        let mut fresh = true;
         loop {
             let ended = self.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            {
+            let refetch = {
                 let now = Instant::now();
                 let mut s = self.lock();
                 match s.verdict(&keys, now) {
                     Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
+                    // Its turn here: what other processes counted meanwhile decides.
+                    Verdict::Admit if !s.waiting.ahead(&keys, ticket) && !fresh && self.store.is_some() => true,
                     Verdict::Admit if !s.waiting.ahead(&keys, ticket) => {
                         s.waiting.leave(ticket, &keys);
                         self.report_waiting(s.waiting.len);
@@ -415,14 +571,110 @@ impl Throttle {
                         queued.ticket = None;
                         // Those behind it may be waiting for other keys that are free.
                         self.ended.notify_waiters();
-                        return Ok(Attempt { throttle: self.clone(), keys, ended: false });
+                        return Ok(Attempt { throttle: self.clone(), keys, recorded, outcome: None, ended: false });
                     }
                     _ if now >= deadline => return Err(Refusal::Busy(Duration::from_secs(5))),
-                    _ => {}
+                    _ => false,
                 }
+            };
+            if refetch {
+                if let Some(stored) = self.fetch(&keys).await {
+                    self.lock().absorb(&keys, &stored);
+                }
+                fresh = true;
+                continue;
             }
+            fresh = false;
             let _ = tokio::time::timeout(RECHECK.min(deadline.saturating_duration_since(Instant::now())), ended).await;
         }
+    }
+
+    /// The store's keys of an attempt: pair, address, name, and the known-address record.
+    fn store_keys(&self, keys: &Keys) -> ([String; 3], String) {
+        let (throttle, address, name) = (self.name, keys.address, &keys.name);
+        // Addresses hold no spaces, so a name (whatever was typed) can only ever be the last part.
+        let counted = [
+            format!("{throttle} pair {address} {name}"),
+            format!("{throttle} address {address}"),
+            format!("{throttle} name {name}"),
+        ];
+        (counted, format!("{throttle} known {address} {name}"))
+    }
+
+    /// The store's counts for an attempt's keys; `None` without a store, or when it fails (the local
+    /// counts then decide, and the attempt's password check will meet the same failing store).
+    async fn fetch(&self, keys: &Keys) -> Option<Stored> {
+        let store = self.store.as_ref()?;
+        let clock = Clock::now();
+        let (counted, known_key) = self.store_keys(keys);
+        let read = async {
+            let found = store.throttle_counts(&counted).await?;
+            let last_sign_in = match self.policies.2 {
+                Some(_) => store.last_sign_in(&known_key).await?,
+                None => None,
+            };
+            Ok::<_, crate::store::StoreError>((found, last_sign_in))
+        };
+        match read.await {
+            Ok((found, last_sign_in)) => {
+                let counts = counted.map(|key| Some(found.iter().find(|(k, _)| *k == key).map(|(_, c)| *c)));
+                Some(Stored { counts, last_sign_in, clock })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, throttle = self.name, "reading the shared throttle counts failed");
+                None
+            }
+        }
+    }
+
+    /// Counts a failed attempt in the store, atomically with what other processes count meanwhile;
+    /// returns the counts as stored then (`None` without a store, or when it fails).
+    async fn persist_failure(&self, keys: &Keys) -> Option<Stored> {
+        let store = self.store.as_ref()?;
+        let clock = Clock::now();
+        let ([pair, address, name], _) = self.store_keys(keys);
+        let (pairs, addresses, names) = self.policies;
+        let mut counted = vec![(pair, pairs), (address, addresses)];
+        if let (true, Some(names)) = (keys.by_name, names) {
+            counted.push((name, names));
+        }
+        let list: Vec<String> = counted.iter().map(|(key, _)| key.clone()).collect();
+        let written = Mutex::new([None; 3]);
+        let update = |i: usize, old: Option<ThrottleCount>| {
+            let mut record = Record::new(clock.now);
+            record.absorb(old.as_ref(), &clock);
+            record.settle(counted[i].1, Outcome::Failed, clock.now);
+            let new = (!record.is_idle(clock.now)).then(|| record.to_count(&clock));
+            written.lock().expect("not poisoned")[i] = Some(new);
+            new
+        };
+        if let Err(e) = store.update_throttle_counts(&list, &update, clock.now_ms / 1000).await {
+            tracing::warn!(error = %e, throttle = self.name, "counting a failed attempt in the store failed");
+            return None;
+        }
+        let counts = written.into_inner().expect("not poisoned");
+        Some(Stored { counts, last_sign_in: None, clock })
+    }
+
+    /// Stores a success: the counts under the attempt's own keys that hold one are cleared, and the
+    /// sign-in's address recorded unless it was recently. The address's count, shared with others
+    /// behind it, is neither read nor written, so that simultaneous sign-ins do not queue on it.
+    /// Returns the counts as stored then (`None` without a store, or when it fails).
+    async fn persist_success(&self, keys: &Keys, forgivable: [bool; 2], recorded: bool) -> Option<Stored> {
+        let store = self.store.as_ref()?;
+        let clock = Clock::now();
+        let ([pair, _, name], known_key) = self.store_keys(keys);
+        let cleared: Vec<String> =
+            [pair, name].into_iter().zip(forgivable).filter_map(|(k, f)| f.then_some(k)).collect();
+        let sign_in = (self.policies.2.is_some() && !recorded).then_some(known_key.as_str());
+        if !cleared.is_empty() || sign_in.is_some() {
+            if let Err(e) = store.forgive_throttle_counts(&cleared, sign_in, clock.now_ms / 1000).await {
+                tracing::warn!(error = %e, throttle = self.name, "storing a successful attempt failed");
+                return None;
+            }
+        }
+        let [pair, name] = forgivable.map(|f| f.then_some(None));
+        Some(Stored { counts: [pair, None, name], last_sign_in: Some(clock.now_ms / 1000), clock })
     }
 
     /// Attempts queued now.
@@ -459,25 +711,56 @@ impl Drop for Queued<'_> {
 pub struct Attempt {
     throttle: Arc<Throttle>,
     keys: Keys,
+    /// Whether the store holds a sign-in by this name from this address recent enough.
+    recorded: bool,
+    /// The outcome being written to the store, once known.
+    outcome: Option<bool>,
     ended: bool,
 }
 
 impl Attempt {
     /// The secret was right: the name's failures are forgiven, and the address becomes one the name is
     /// known to sign in from. The address's own count is left as it was.
-    pub fn succeeded(mut self) {
-        self.end(true);
+    pub async fn succeeded(self) {
+        self.finish(true).await;
     }
 
     /// The secret was wrong (or the name unknown): one failure counted under every key.
-    pub fn failed(mut self) {
-        self.end(false);
+    pub async fn failed(self) {
+        self.finish(false).await;
     }
 
-    fn end(&mut self, succeeded: bool) {
+    /// The secret could not be checked (the store failed before it): nothing is counted, as nothing
+    /// was learnt.
+    pub fn abandoned(mut self) {
         if !self.ended {
             self.ended = true;
-            self.throttle.lock().end(&self.keys, succeeded, Instant::now());
+            self.throttle.lock().end(&self.keys, None, Instant::now());
+            self.throttle.ended.notify_waiters();
+        }
+    }
+
+    /// Counts the outcome in the store first, then here, taking the store's counts as they now stand.
+    async fn finish(mut self, succeeded: bool) {
+        self.outcome = Some(succeeded);
+        let stored = if succeeded {
+            let forgivable = self.throttle.lock().forgivable(&self.keys, Instant::now());
+            self.throttle.persist_success(&self.keys, forgivable, self.recorded).await
+        } else {
+            self.throttle.persist_failure(&self.keys).await
+        };
+        self.end(succeeded, stored.as_ref());
+    }
+
+    fn end(&mut self, succeeded: bool, stored: Option<&Stored>) {
+        if !self.ended {
+            self.ended = true;
+            let mut state = self.throttle.lock();
+            state.end(&self.keys, Some(succeeded), Instant::now());
+            if let Some(stored) = stored {
+                state.absorb(&self.keys, stored);
+            }
+            drop(state);
             self.throttle.ended.notify_waiters();
         }
     }
@@ -485,9 +768,19 @@ impl Attempt {
 
 impl Drop for Attempt {
     /// An attempt that ends without an answer counts as a failure: a guesser closing the connection
-    /// while the password is checked must not escape the count.
+    /// while the password is checked must not escape the count. One dropped while its outcome is being
+    /// stored keeps that outcome.
     fn drop(&mut self) {
-        self.end(false);
+        if self.ended {
+            return;
+        }
+        self.end(self.outcome.unwrap_or(false), None);
+        if self.outcome.is_none() && self.throttle.store.is_some() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (throttle, keys) = (self.throttle.clone(), self.keys.clone());
+                runtime.spawn(async move { throttle.persist_failure(&keys).await });
+            }
+        }
     }
 }
 
@@ -508,7 +801,8 @@ mod tests {
             t.attempt(name, ip(address))
                 .await
                 .unwrap_or_else(|e| panic!("attempt {i} of {times} for {name} from {address}: {e:?}"))
-                .failed();
+                .failed()
+                .await;
         }
     }
 
@@ -521,7 +815,7 @@ mod tests {
         assert!(t.attempt("other", ip("192.0.2.2")).await.is_ok(), "others are unaffected");
         // The wait has passed; the next failure doubles it.
         t.lock().pairs.records.get_mut(&("u".into(), ip("192.0.2.1"))).unwrap().blocked_until = Instant::now();
-        t.attempt("u", ip("192.0.2.1")).await.unwrap().failed();
+        t.attempt("u", ip("192.0.2.1")).await.unwrap().failed().await;
         let Err(Refusal::Failures(second)) = t.attempt("u", ip("192.0.2.1")).await else { panic!() };
         assert!(second > Duration::from_millis(1900), "doubled: {second:?}");
     }
@@ -536,7 +830,7 @@ mod tests {
                 tokio::spawn(async move {
                     let attempt = t.attempt("u", ip("192.0.2.1")).await?;
                     tokio::time::sleep(Duration::from_millis(10)).await; // the password check
-                    attempt.failed();
+                    attempt.failed().await;
                     Ok(())
                 })
             })
@@ -561,7 +855,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let attempt = t.attempt(&format!("student{n}"), ip("198.51.100.7")).await?;
                 tokio::time::sleep(Duration::from_millis(20)).await; // the password check
-                attempt.succeeded();
+                attempt.succeeded().await;
                 Ok::<_, Refusal>(())
             }));
         }
@@ -583,7 +877,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let a = late.attempt(&format!("late{n}"), ip("203.0.113.5")).await.unwrap();
                 order.lock().unwrap().push(n);
-                a.succeeded();
+                a.succeeded().await;
             }));
             tokio::task::yield_now().await;
             while t.waiting() < n + 1 {
@@ -591,7 +885,7 @@ mod tests {
             }
         }
         for a in held {
-            a.succeeded();
+            a.succeeded().await;
             tokio::task::yield_now().await;
         }
         for task in tasks {
@@ -638,7 +932,7 @@ mod tests {
     async fn spraying_many_users_from_one_address_is_held_back() {
         let t = logins();
         for n in 0..20 {
-            t.attempt(&format!("user{n}"), ip("203.0.113.9")).await.unwrap().failed();
+            t.attempt(&format!("user{n}"), ip("203.0.113.9")).await.unwrap().failed().await;
         }
         assert!(matches!(t.attempt("user99", ip("203.0.113.9")).await, Err(Refusal::Failures(_))));
     }
@@ -646,9 +940,9 @@ mod tests {
     #[tokio::test]
     async fn many_addresses_guessing_one_user_do_not_lock_the_user_out_where_they_signed_in_before() {
         let t = logins();
-        t.attempt("ada", ip("192.0.2.10")).await.unwrap().succeeded();
+        t.attempt("ada", ip("192.0.2.10")).await.unwrap().succeeded().await;
         for n in 0..10 {
-            t.attempt("ada", ip(&format!("203.0.113.{n}"))).await.unwrap().failed();
+            t.attempt("ada", ip(&format!("203.0.113.{n}"))).await.unwrap().failed().await;
         }
         assert!(t.attempt("ada", ip("203.0.113.200")).await.is_err(), "unfamiliar addresses wait");
         assert!(t.attempt("ada", ip("192.0.2.10")).await.is_ok(), "the user's own address does not");
@@ -660,7 +954,7 @@ mod tests {
         for n in 0..12u8 {
             for _ in 0..5 {
                 if let Ok(a) = t.attempt("jupyterhub", ip(&format!("203.0.113.{n}"))).await {
-                    a.failed();
+                    a.failed().await;
                 }
             }
         }

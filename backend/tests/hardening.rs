@@ -289,7 +289,7 @@ async fn student_signs_in(
     let response = submit_login(&browser, &server, &handle, &name, PASSWORD).await;
     let status = response.status();
     let body = response.text().await.unwrap();
-    assert_eq!(status, 200, "{name} was refused at the login API: {body}");
+    assert_eq!(status, 200, "{name} was refused at the login API: {body}\nserver log:\n{}", server.log());
     let next = serde_json::from_str::<shared::LoginResponse>(&body).unwrap().redirect_to;
     let back = location(&browser.get(next).send().await.unwrap());
     (name, back, auth.verifier)
@@ -337,7 +337,7 @@ async fn a_class_behind_one_address_signs_in_at_once() {
             .await;
             let status = response.status();
             let body: serde_json::Value = response.json().await.unwrap();
-            assert_eq!(status, 200, "the Hub's exchange for {name} was refused: {body}");
+            assert_eq!(status, 200, "the Hub's exchange for {name} was refused: {body}\nserver log:\n{}", server.log());
             let claims = verify_id_token(&server, body["id_token"].as_str().unwrap(), "jupyterhub").await;
             assert_eq!(claims["preferred_username"], name.as_str());
         });
@@ -662,4 +662,24 @@ async fn the_write_ahead_log_stays_bounded_under_constant_reads() {
     println!("write-ahead log: {peak} B at its peak under load, {rest} B after");
     assert!(peak < 3 * LIMIT, "the log grew to {peak} B under load");
     assert!(rest <= LIMIT, "the log was not cut back: {rest} B");
+}
+
+/// The throttle's counts live in the store: a restart does not wipe an attacker's slate.
+#[tokio::test]
+async fn throttle_counts_survive_a_restart() {
+    let mut server = Server::start(r#"trusted_proxies = ["127.0.0.1"]"#);
+    server.add_user("fay", &[]);
+    // Six wrong passwords (waiting out each back-off): the pair is then blocked for eight seconds.
+    let mut failures = 0;
+    while failures < 6 {
+        let handle = pending_handle(&browser(), &server).await;
+        match login_from(&server, &handle, "fay", "wrong", "203.0.113.3").await {
+            401 => failures += 1,
+            429 => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            other => panic!("{other}"),
+        }
+    }
+    server.restart();
+    let handle = pending_handle(&browser(), &server).await;
+    assert_eq!(login_from(&server, &handle, "fay", PASSWORD, "203.0.113.3").await, 429, "still blocked");
 }

@@ -155,3 +155,47 @@ async fn replicas_make_one_first_key_and_publish_a_rotated_key_before_any_signs_
     assert_eq!(published.len(), r.len());
     assert!(last_published < first_signed, "a replica signed before every replica published the key");
 }
+
+#[tokio::test]
+async fn failed_logins_on_one_replica_throttle_the_others_and_a_known_address_is_known_everywhere() {
+    if postgres_server().is_none() {
+        return println!("replicas share a PostgreSQL database: this test runs in the PostgreSQL pass");
+    }
+    let r = Server::replicas(3, r#"trusted_proxies = ["127.0.0.1"]"#);
+    r[0].add_user("di", &[]);
+    r[0].add_user("eve", &[]);
+    let handle = || async { pending_handle(&browser(), &r[0]).await };
+
+    // Three wrong passwords for di from one address, each through another replica: the free budget.
+    for replica in &r {
+        assert_eq!(login_from(replica, &handle().await, "di", "not her password", "203.0.113.1").await, 401);
+    }
+    // The next attempt waits, whichever replica it reaches, before its password is even checked.
+    for replica in &r {
+        assert_eq!(login_from(replica, &handle().await, "di", PASSWORD, "203.0.113.1").await, 429);
+    }
+
+    // eve signs in from her usual address through one replica; then wrong guesses for her name from
+    // ten other addresses, through all three, hold the name back for unknown addresses everywhere,
+    // but not for the address she signed in from, which every replica knows.
+    assert_eq!(login_from(&r[1], &handle().await, "eve", PASSWORD, "198.51.100.7").await, 200);
+    for n in 0..10 {
+        let replica = &r[n % 3];
+        let status = login_from(replica, &handle().await, "eve", "guess", &format!("192.0.2.{}", n + 1)).await;
+        assert_eq!(status, 401, "guess {n}");
+    }
+    assert_eq!(login_from(&r[0], &handle().await, "eve", PASSWORD, "192.0.2.200").await, 429, "a new address waits");
+    assert_eq!(login_from(&r[2], &handle().await, "eve", PASSWORD, "198.51.100.7").await, 200, "hers does not");
+
+    // A right password on one replica clears the failures counted on the others: two wrong, one
+    // right, two wrong again, and the next is still checked (five failures uncleared would wait).
+    r[0].add_user("fay", &[]);
+    for replica in &r[..2] {
+        assert_eq!(login_from(replica, &handle().await, "fay", "typo", "203.0.113.2").await, 401);
+    }
+    assert_eq!(login_from(&r[2], &handle().await, "fay", PASSWORD, "203.0.113.2").await, 200);
+    for replica in &r[..2] {
+        assert_eq!(login_from(replica, &handle().await, "fay", "typo", "203.0.113.2").await, 401);
+    }
+    assert_eq!(login_from(&r[2], &handle().await, "fay", PASSWORD, "203.0.113.2").await, 200, "the count was cleared");
+}

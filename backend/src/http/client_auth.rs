@@ -94,11 +94,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params
                 }
             };
             if state.passwords.verify(secret.clone(), Some(hash.clone())).await {
-                attempt.succeeded();
+                attempt.succeeded().await;
                 state.verified_secrets.remember(&client.id, hash, &secret);
                 Ok(client)
             } else {
-                attempt.failed();
+                attempt.failed().await;
                 audit::client_auth_failed("wrong_secret", &client.id, ip);
                 Err(invalid_client("client authentication failed"))
             }

@@ -91,7 +91,14 @@ pub async fn login(
         }
     };
     let user = match &username {
-        Some(name) => state.store.user_by_name(name).await?,
+        Some(name) => match state.store.user_by_name(name).await {
+            Ok(user) => user,
+            // The password was not checked: an outage counts against nobody.
+            Err(e) => {
+                attempt.abandoned();
+                return Err(e.into());
+            }
+        },
         None => None,
     };
     let password_ok =
@@ -104,12 +111,12 @@ pub async fn login(
                 Some(u) if u.disabled && password_ok => "disabled_user",
                 Some(_) => "wrong_password",
             };
-            attempt.failed();
+            attempt.failed().await;
             audit::login_failed(reason, &request.client_id, Some(ip));
             return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
         }
     };
-    attempt.succeeded();
+    attempt.succeeded().await;
     // A hash from older argon2 parameters is replaced now that the password is at hand, so that old
     // accounts and unknown names cost the same to check.
     if state.passwords.needs_rehash(&user.password_hash) {

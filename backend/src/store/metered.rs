@@ -173,6 +173,27 @@ impl Store for Metered {
         timed("rotate_refresh_token", self.0.rotate_refresh_token(old_hash, now, access, refresh)).await
     }
 
+    async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
+        timed("throttle_counts", self.0.throttle_counts(keys)).await
+    }
+
+    async fn update_throttle_counts(
+        &self,
+        keys: &[String],
+        update: &ThrottleUpdate<'_>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        timed("update_throttle_counts", self.0.update_throttle_counts(keys, update, now)).await
+    }
+
+    async fn forgive_throttle_counts(&self, keys: &[String], sign_in: Option<&str>, now: Timestamp) -> StoreResult<()> {
+        timed("forgive_throttle_counts", self.0.forgive_throttle_counts(keys, sign_in, now)).await
+    }
+
+    async fn last_sign_in(&self, key: &str) -> StoreResult<Option<Timestamp>> {
+        timed("last_sign_in", self.0.last_sign_in(key)).await
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
         timed("purge_expired", self.0.purge_expired(now)).await
     }

@@ -48,6 +48,7 @@ macro_rules! record_readers {
     };
 }
 
+pub mod copy;
 pub mod metered;
 pub mod postgres;
 pub mod sqlite;
@@ -79,6 +80,9 @@ pub enum StoreError {
     /// The database's files are not private to Postern.
     #[error("{0}")]
     Unsafe(String),
+    /// Refused: it would overwrite or misread data (e.g. copying into a database that is not empty).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -408,6 +412,21 @@ pub struct RefreshTokenInfo {
     pub grant: Grant,
 }
 
+/// A throttle's count of failures under one key, as every process sharing the store sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleCount {
+    /// Failures counted (and not yet leaked away).
+    pub failures: i64,
+    /// When the count last leaked, in Unix milliseconds.
+    pub leaked_at: i64,
+    /// Until when attempts are refused, in Unix milliseconds.
+    pub blocked_until: i64,
+}
+
+/// How [`Store::update_throttle_counts`] changes the count of the `i`-th key: from what is stored
+/// (`None`: nothing) to what is to be stored (`None`: nothing).
+pub type ThrottleUpdate<'a> = dyn Fn(usize, Option<ThrottleCount>) -> Option<ThrottleCount> + Send + Sync + 'a;
+
 /// The storage interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -507,6 +526,22 @@ pub trait Store: Send + Sync + 'static {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool>;
+
+    /// The throttle counts stored under `keys`, by key (keys without one are absent).
+    async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>>;
+    /// Replaces each key's throttle count by what `update` makes of it, atomically: updates from several
+    /// processes to the same key apply one after the other, none lost.
+    async fn update_throttle_counts(
+        &self,
+        keys: &[String],
+        update: &ThrottleUpdate<'_>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// After a right secret: removes the throttle counts under `keys` and, with `sign_in`, records a
+    /// sign-in under that key (a name and the network it came from), in one write.
+    async fn forgive_throttle_counts(&self, keys: &[String], sign_in: Option<&str>, now: Timestamp) -> StoreResult<()>;
+    /// When a sign-in was last recorded under `key`, if ever (or since it was purged).
+    async fn last_sign_in(&self, key: &str) -> StoreResult<Option<Timestamp>>;
 
     /// Deletes expired requests, sessions, codes and tokens. Several processes sharing the store may
     /// call it at once: one of them does the work, the others return.

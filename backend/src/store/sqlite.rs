@@ -32,6 +32,11 @@ const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.scope, g.nonce, g.a
      g.code_challenge, g.code_expires_at, g.code_used_at, g.revoked_at";
 
 impl SqliteStore {
+    /// The read pool (for copying the database elsewhere).
+    pub(super) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
     /// Opens (creating if missing, owner-only) the database file and applies pending migrations.
     /// Refuses a database that other users can read (it holds password hashes and private keys).
     pub async fn open(path: &Path) -> StoreResult<Self> {
@@ -655,6 +660,90 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
+        let placeholders = vec!["?"; keys.len()].join(", ");
+        let sql = format!(
+            "SELECT key, failures, leaked_at, blocked_until FROM throttle_counts WHERE key IN ({placeholders})"
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, i64, i64)>(&sql);
+        for key in keys {
+            query = query.bind(key);
+        }
+        let rows = query.fetch_all(&self.reader).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, failures, leaked_at, blocked_until)| {
+                (key, ThrottleCount { failures, leaked_at, blocked_until })
+            })
+            .collect())
+    }
+
+    async fn update_throttle_counts(
+        &self,
+        keys: &[String],
+        update: &ThrottleUpdate<'_>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        for (i, key) in keys.iter().enumerate() {
+            let old: Option<(i64, i64, i64)> =
+                sqlx::query_as("SELECT failures, leaked_at, blocked_until FROM throttle_counts WHERE key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let old =
+                old.map(|(failures, leaked_at, blocked_until)| ThrottleCount { failures, leaked_at, blocked_until });
+            match update(i, old) {
+                Some(c) => {
+                    sqlx::query(
+                        "INSERT INTO throttle_counts (key, failures, leaked_at, blocked_until, updated_at) \
+                         VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, \
+                         leaked_at = excluded.leaked_at, blocked_until = excluded.blocked_until, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(key)
+                    .bind(c.failures)
+                    .bind(c.leaked_at)
+                    .bind(c.blocked_until)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None if old.is_some() => {
+                    sqlx::query("DELETE FROM throttle_counts WHERE key = ?").bind(key).execute(&mut *tx).await?;
+                }
+                None => {}
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forgive_throttle_counts(&self, keys: &[String], sign_in: Option<&str>, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        for key in keys {
+            sqlx::query("DELETE FROM throttle_counts WHERE key = ?").bind(key).execute(&mut *tx).await?;
+        }
+        if let Some(key) = sign_in {
+            sqlx::query(
+                "INSERT INTO known_sign_ins (key, at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET at = excluded.at",
+            )
+            .bind(key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn last_sign_in(&self, key: &str) -> StoreResult<Option<Timestamp>> {
+        Ok(sqlx::query_scalar("SELECT at FROM known_sign_ins WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
         let mut tx = self.write().await?;
         for sql in [
@@ -662,6 +751,9 @@ impl Store for SqliteStore {
             "DELETE FROM sessions WHERE expires_at <= ?1",
             "DELETE FROM access_tokens WHERE expires_at <= ?1",
             "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
+            // Counts nobody touched for two days have leaked away, whatever their policy.
+            "DELETE FROM throttle_counts WHERE updated_at <= ?1 - 2 * 86400",
+            "DELETE FROM known_sign_ins WHERE at <= ?1 - 30 * 86400",
             // A grant is kept while any token of it lives, and a day past its code so replays are recognised.
             "DELETE FROM grants WHERE code_expires_at <= ?1 - 86400 \
              AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = grants.id) \

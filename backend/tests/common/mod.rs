@@ -145,6 +145,21 @@ impl Server {
         self
     }
 
+    /// Like [`Server::start`], on an SQLite file in its directory whichever store the suite runs on.
+    pub fn start_on_sqlite(extra: &str) -> Self {
+        let mut server = Self::prepare(extra, None, Some(""));
+        server.database = server.db_path().display().to_string();
+        server.write_config();
+        server.spawn_and_wait()
+    }
+
+    /// Restarts the server on `database` (its data copied there first).
+    pub fn move_to(&mut self, database: &str) {
+        database.clone_into(&mut self.database);
+        self.write_config();
+        self.restart();
+    }
+
     /// `n` replicas of one provider: one issuer (the first replica's address, as a load balancer's
     /// would be), one database, one key-encryption key (`extra` is given to each), started at once.
     pub fn replicas(n: usize, extra: &str) -> Vec<Server> {
