@@ -5,10 +5,14 @@
 mod common;
 
 use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use oauth2::{RefreshToken, TokenResponse as _, TokenUrl};
+use reqwest::Url;
 use serde_json::Value;
 
 /// `n` replicas started at once on a new database, or `None` in the SQLite pass.
@@ -198,4 +202,231 @@ async fn failed_logins_on_one_replica_throttle_the_others_and_a_known_address_is
         assert_eq!(login_from(replica, &handle().await, "fay", "typo", "203.0.113.2").await, 401);
     }
     assert_eq!(login_from(&r[2], &handle().await, "fay", PASSWORD, "203.0.113.2").await, 200, "the count was cleared");
+}
+
+/// Tokens the load was given: what must still work afterwards.
+struct Answered {
+    access: String,
+    refresh: String,
+}
+
+/// What a load saw: the tokens it was answered with, the answers that were not the expected ones
+/// (replica, status, body), and the requests that got no answer at all.
+#[derive(Default)]
+struct Seen {
+    answered: Vec<Answered>,
+    unexpected: Vec<(usize, u16, String)>,
+    unanswered: usize,
+}
+
+/// Sign-ins in a loop on several tasks, each request on the next replica in turn (a round-robin
+/// balancer): /authorize, the login API, the top-level resume, the code exchange.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    fn start(r: &[Server], users: &[String]) -> Self {
+        let ports: Arc<Vec<u16>> = Arc::new(r.iter().map(|s| s.port).collect());
+        let (issuer, client) = (r[0].origin(), hub_client(&r[0]));
+        let (stop, seen, turn) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Seen::default())), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for user in users {
+            let (ports, issuer, client, user) = (ports.clone(), issuer.clone(), client.clone(), user.clone());
+            let (stop, seen, turn) = (stop.clone(), seen.clone(), turn.clone());
+            tasks.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let next = || {
+                        let i = turn.fetch_add(1, Ordering::Relaxed) % ports.len();
+                        (i, ports[i])
+                    };
+                    match sign_in_round_robin(&client, &issuer, &user, next).await {
+                        Ok(answered) => seen.lock().unwrap().answered.push(answered),
+                        Err(Some(unexpected)) => seen.lock().unwrap().unexpected.push(unexpected),
+                        Err(None) => {
+                            seen.lock().unwrap().unanswered += 1;
+                            // A balancer would mark the replica down; this one just tries the next.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            });
+        }
+        Load { stop, seen, tasks }
+    }
+
+    fn answered(&self) -> usize {
+        self.seen.lock().unwrap().answered.len()
+    }
+
+    async fn stop(mut self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// `url` sent to the replica on `port` instead.
+fn at(url: &str, port: u16) -> Url {
+    let mut url = Url::parse(url).unwrap();
+    url.set_port(Some(port)).unwrap();
+    url
+}
+
+/// One sign-in, each step at the replica `next` picks. `Err(Some(…))`: an answer other than the
+/// expected one; `Err(None)`: a request got no answer (its replica is down).
+async fn sign_in_round_robin(
+    client: &OidcClient,
+    issuer: &str,
+    user: &str,
+    mut next: impl FnMut() -> (usize, u16),
+) -> Result<Answered, Option<(usize, u16, String)>> {
+    let browser = browser();
+    async fn expect(
+        i: usize,
+        response: reqwest::Result<reqwest::Response>,
+        status: u16,
+    ) -> Result<reqwest::Response, Option<(usize, u16, String)>> {
+        let response = response.map_err(|_| None)?;
+        if response.status().as_u16() == status {
+            return Ok(response);
+        }
+        let got = response.status().as_u16();
+        Err(Some((i, got, response.text().await.unwrap_or_default())))
+    }
+    let auth = authorization(client, &[]);
+    let (i, port) = next();
+    let response = expect(i, browser.get(at(auth.url.as_str(), port)).send().await, 303).await?;
+    let handle = query(&location(&response), "request").unwrap();
+    let (i, port) = next();
+    let login = shared::LoginRequest { request: handle, username: user.into(), password: PASSWORD.into() };
+    let sent =
+        browser.post(at(&format!("{issuer}/api/login"), port)).header("origin", issuer).json(&login).send().await;
+    let response = expect(i, sent, 200).await?;
+    let resume = response.json::<shared::LoginResponse>().await.map_err(|_| None)?.redirect_to;
+    let (i, port) = next();
+    let response = expect(i, browser.get(at(&resume, port)).send().await, 303).await?;
+    let code = query(&location(&response), "code").unwrap();
+    let (i, port) = next();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", HUB_CALLBACK),
+        ("code_verifier", auth.verifier.secret()),
+        ("client_id", "jupyterhub"),
+        ("client_secret", HUB_SECRET),
+    ];
+    let sent = http().post(at(&format!("{issuer}/token"), port)).form(&form).send().await;
+    let tokens: Value = expect(i, sent, 200).await?.json().await.map_err(|_| None)?;
+    Ok(Answered {
+        access: tokens["access_token"].as_str().unwrap().to_owned(),
+        refresh: tokens["refresh_token"].as_str().unwrap().to_owned(),
+    })
+}
+
+/// Every token the load was answered with still works, through `replica`.
+async fn every_answer_holds(replica: &Server, seen: &Seen) {
+    for (n, answered) in seen.answered.iter().enumerate() {
+        assert_eq!(userinfo(replica, &answered.access).await.status(), 200, "access token {n}");
+        let refresh = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", answered.refresh.as_str()),
+            ("client_id", "jupyterhub"),
+            ("client_secret", HUB_SECRET),
+        ];
+        assert_eq!(token_form(replica, &refresh).await.status(), 200, "refresh token {n}");
+    }
+}
+
+async fn readiness(replica: &Server) -> u16 {
+    http().get(replica.url("/healthz/ready")).send().await.map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_under_load_loses_nothing_it_answered() {
+    let Some(r) = replicas(3) else { return };
+    let users: Vec<String> = (0..6).map(|n| format!("load{n}")).collect();
+    for user in &users {
+        r[0].add_user(user, &[]);
+    }
+    let load = Load::start(&r, &users);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SIGKILL: no shutdown, requests in flight on it get no answer.
+    let killed = Command::new("kill").args(["-KILL", &r[1].pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let at_kill = load.answered();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = load.stop().await;
+
+    println!(
+        "answered {at_kill} sign-ins before the kill, {} in all; {} requests unanswered",
+        seen.answered.len(),
+        seen.unanswered
+    );
+    assert!(at_kill > 0, "the load was running before the kill");
+    assert!(seen.answered.len() > at_kill + 5, "the other replicas went on: {} then {}", at_kill, seen.answered.len());
+    assert!(seen.unanswered > 0, "requests reached the killed replica");
+    assert!(seen.unexpected.is_empty(), "every answer was the expected one: {:?}", seen.unexpected);
+    // Nothing answered is lost, whichever replica answered it, the killed one included.
+    every_answer_holds(&r[2], &seen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_restarted_under_load_makes_replicas_unready_then_they_recover_by_themselves() {
+    if postgres_server().is_none() {
+        return println!("this test restarts a PostgreSQL server: it runs in the PostgreSQL pass of scripts/test");
+    }
+    // A cluster of its own: the suite's is shared with tests running beside this one.
+    let cluster = Cluster::start();
+    let r = Server::replicas_on(&new_postgres_database(&cluster.url), 2, "");
+    let users: Vec<String> = (0..4).map(|n| format!("load{n}")).collect();
+    for user in &users {
+        r[0].add_user(user, &[]);
+    }
+    let load = Load::start(&r, &users);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    cluster.halt();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for replica in &r {
+        while readiness(replica).await != 503 {
+            assert!(Instant::now() < deadline, "not ready while the database is down");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let during = load.answered();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(load.answered(), during, "no sign-in completes without the database");
+
+    cluster.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for replica in &r {
+        while readiness(replica).await != 200 {
+            assert!(Instant::now() < deadline, "ready again without a restart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = load.stop().await;
+    println!(
+        "answered {during} sign-ins before the outage, {} in all; {} answers during it, {} requests unanswered",
+        seen.answered.len(),
+        seen.unexpected.len(),
+        seen.unanswered
+    );
+    assert!(seen.answered.len() > during, "sign-ins completed again after the restart");
+    // What went wrong during the outage said so plainly: 503 with a retry hint or the login API's
+    // error, never a success, never a stack trace.
+    assert!(!seen.unexpected.is_empty(), "the outage was seen");
+    for (replica, status, body) in &seen.unexpected {
+        assert_eq!(*status, 503, "replica {replica}: {body}");
+        assert!(body.contains("temporarily_unavailable"), "replica {replica}: {body}");
+    }
+    for replica in &r {
+        assert!(!replica.log().contains("panicked"), "{}", replica.log());
+    }
+    every_answer_holds(&r[1], &seen).await;
 }

@@ -83,6 +83,9 @@ pub enum Error {
     Throttled { refusal: Refusal, oauth: bool },
     /// Something failed on our side; the detail is logged, not sent.
     Internal(String),
+    /// The database cannot be reached just now (a restart, a failover): worth a retry. The detail is
+    /// logged, not sent.
+    Unavailable(String),
 }
 
 impl Error {
@@ -94,7 +97,11 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        Error::Internal(e.to_string())
+        if e.is_unavailable() {
+            Error::Unavailable(e.to_string())
+        } else {
+            Error::Internal(e.to_string())
+        }
     }
 }
 
@@ -208,6 +215,16 @@ impl IntoResponse for Error {
                 };
                 let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                no_store(response)
+            }
+            Error::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                let body = json!({
+                    "error": OAuthCode::TemporarilyUnavailable.as_str(),
+                    "error_description": "The service cannot reach its database. Try again in a few seconds.",
+                });
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
                 no_store(response)
             }
             Error::Internal(detail) => {

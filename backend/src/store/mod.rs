@@ -85,6 +85,30 @@ pub enum StoreError {
     Refused(String),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or is going away (rather than refusing a
+    /// statement): a restart or failover, worth retrying.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else { return false };
+        match e.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            // PostgreSQL's connection exceptions (08…), operator intervention such as a shutdown
+            // (57P…), and a write sent to a standby after a failover (25006).
+            Some(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P") || code == "25006")
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::Database(Box::new(e))

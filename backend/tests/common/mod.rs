@@ -83,6 +83,45 @@ pub fn postgres_database_available(server: &Server, available: bool) {
     }
 }
 
+/// A PostgreSQL cluster of a test's own (`scripts/postgres`), for tests that stop the database server;
+/// removed when dropped.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    /// `postgres://user@host:port`, the same after a restart.
+    pub url: String,
+}
+
+impl Cluster {
+    fn script(args: &[&str]) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres");
+        let out = Command::new(script).args(args).output().unwrap();
+        assert!(out.status.success(), "scripts/postgres {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Self::script(&["start", dir.path().to_str().unwrap()]);
+        Cluster { dir, url }
+    }
+
+    /// Shuts the server down (fast: connections are ended), keeping its data.
+    pub fn halt(&self) {
+        Self::script(&["halt", self.dir.path().to_str().unwrap()]);
+    }
+
+    /// Starts the halted server again, on the same port.
+    pub fn resume(&self) {
+        Self::script(&["start", self.dir.path().to_str().unwrap()]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        Self::script(&["stop", self.dir.path().to_str().unwrap()]);
+    }
+}
+
 /// The `database` setting for a new, empty store: `postern.db` in `dir`, or a new database on the
 /// suite's PostgreSQL server.
 pub fn new_database(dir: &Path) -> String {
@@ -163,7 +202,12 @@ impl Server {
     /// `n` replicas of one provider: one issuer (the first replica's address, as a load balancer's
     /// would be), one database, one key-encryption key (`extra` is given to each), started at once.
     pub fn replicas(n: usize, extra: &str) -> Vec<Server> {
-        let database = new_database(tempfile::tempdir().unwrap().path());
+        Self::replicas_on(&new_database(tempfile::tempdir().unwrap().path()), n, extra)
+    }
+
+    /// Like [`Server::replicas`], on `database`.
+    pub fn replicas_on(database: &str, n: usize, extra: &str) -> Vec<Server> {
+        let database = database.to_owned();
         let kek = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
         let extra = format!("key_encryption_key = \"{kek}\"\n{extra}");
         let first = Self::prepare(&extra, None, Some(&database));
