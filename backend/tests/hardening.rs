@@ -323,18 +323,7 @@ async fn a_class_behind_one_address_signs_in_at_once() {
         exchanges.spawn(async move {
             let code = query(&back, "code").unwrap();
             ready.wait().await;
-            let response = token_form(
-                &server,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", HUB_CALLBACK),
-                    ("code_verifier", verifier.secret()),
-                    ("client_id", "jupyterhub"),
-                    ("client_secret", HUB_SECRET),
-                ],
-            )
-            .await;
+            let response = token_form(&server, &hub_code_form(&code, verifier.secret())).await;
             let status = response.status();
             let body: serde_json::Value = response.json().await.unwrap();
             assert_eq!(status, 200, "the Hub's exchange for {name} was refused: {body}\nserver log:\n{}", server.log());

@@ -60,14 +60,7 @@ async fn a_sign_in_crosses_replicas_and_a_code_raced_through_two_is_redeemed_onc
     let auth = authorization(&client, &[]);
     let back = login(&browser(), &r[0], &auth.url, "ada", PASSWORD).await;
     let code = query(&back, "code").unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", HUB_CALLBACK),
-        ("code_verifier", auth.verifier.secret()),
-        ("client_id", "jupyterhub"),
-        ("client_secret", HUB_SECRET),
-    ];
+    let form = hub_code_form(&code, auth.verifier.secret());
     let (one, two) = tokio::join!(token_form(&r[1], &form), token_form(&r[2], &form));
     let statuses = [one.status().as_u16(), two.status().as_u16()];
     let bodies: Vec<Value> = [one.json::<Value>().await.unwrap(), two.json::<Value>().await.unwrap()].into();
@@ -311,14 +304,7 @@ async fn sign_in_round_robin(
     let response = expect(i, browser.get(at(&resume, port)).send().await, 303).await?;
     let code = query(&location(&response), "code").unwrap();
     let (i, port) = next();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", HUB_CALLBACK),
-        ("code_verifier", auth.verifier.secret()),
-        ("client_id", "jupyterhub"),
-        ("client_secret", HUB_SECRET),
-    ];
+    let form = hub_code_form(&code, auth.verifier.secret());
     let sent = http().post(at(&format!("{issuer}/token"), port)).form(&form).send().await;
     let tokens: Value = expect(i, sent, 200).await?.json().await.map_err(|_| None)?;
     Ok(Answered {

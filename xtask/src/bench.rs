@@ -47,6 +47,20 @@ pub struct Options {
     pub out: PathBuf,
     /// The `postern` binary to measure (a release build, except in a smoke run).
     pub postern: PathBuf,
+    /// The stores to run Postern on, each as a server of its own.
+    pub stores: Vec<Store>,
+    /// A PostgreSQL server (`postgres://user@host:port`) for the PostgreSQL store, with
+    /// `pg_stat_statements` loaded (`scripts/postgres` with `POSTERN_PG_DURABLE=1`).
+    pub postgres: Option<String>,
+}
+
+/// Where Postern keeps its state in a run.
+#[derive(Clone, Copy, PartialEq, Debug, clap::ValueEnum)]
+pub enum Store {
+    /// A file in a temporary directory.
+    Sqlite,
+    /// A new database on `--postgres`.
+    Postgres,
 }
 
 /// What the benchmark measures.
@@ -109,6 +123,25 @@ struct ScenarioResult {
     server_rss_mib: f64,
 }
 
+/// The database work one operation of a scenario cost, counted over one run of it.
+#[derive(Serialize)]
+struct DatabaseWork {
+    server: &'static str,
+    scenario: &'static str,
+    concurrency: usize,
+    operations: usize,
+    /// Calls into Postern's store interface (`postern_store_duration_seconds_count`).
+    store_calls: f64,
+    /// PostgreSQL only (`pg_stat_statements`): statements, each one round trip, BEGIN and COMMIT included.
+    statements: Option<f64>,
+    /// Of which INSERT, UPDATE or DELETE.
+    write_statements: Option<f64>,
+    /// Rows those wrote.
+    rows_written: Option<f64>,
+    /// Explicit transactions (COMMITs).
+    transactions: Option<f64>,
+}
+
 #[derive(Serialize)]
 struct Memory {
     server: &'static str,
@@ -141,6 +174,7 @@ struct Report {
     memory: Vec<Memory>,
     ui: Option<UiTiming>,
     results: Vec<ScenarioResult>,
+    database_work: Vec<DatabaseWork>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -152,6 +186,12 @@ enum Kind {
 /// A server under test, on a temporary store, pinned to a core; killed on drop.
 struct Target {
     kind: Kind,
+    /// Its name in the results: `postern`, `postern-pg` or `oidc-provider`.
+    label: &'static str,
+    /// Postern's metrics listener, when it has one.
+    metrics: Option<String>,
+    /// Postern's PostgreSQL database, when it runs on one.
+    database: Option<String>,
     child: Child,
     base: String,
     endpoints: Endpoints,
@@ -169,10 +209,7 @@ struct Endpoints {
 
 impl Target {
     fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::Postern => "postern",
-            Kind::Peer => "oidc-provider",
-        }
+        self.label
     }
 
     /// The server's own pid (taskset execs it, so the child is the server).
@@ -239,7 +276,13 @@ fn pinned(core: Option<usize>, program: &Path) -> Command {
     }
 }
 
-async fn discover(kind: Kind, child: Child, base: String, dir: Option<TempDir>) -> anyhow::Result<Target> {
+async fn discover(
+    kind: Kind,
+    label: &'static str,
+    child: Child,
+    base: String,
+    dir: Option<TempDir>,
+) -> anyhow::Result<Target> {
     let doc: Value = http_client()
         .get(format!("{base}/.well-known/openid-configuration"))
         .send()
@@ -254,24 +297,36 @@ async fn discover(kind: Kind, child: Child, base: String, dir: Option<TempDir>) 
         userinfo: url("userinfo_endpoint")?,
         jwks: url("jwks_uri")?,
     };
-    Ok(Target { kind, child, base, endpoints, _dir: dir })
+    Ok(Target { kind, label, metrics: None, database: None, child, base, endpoints, _dir: dir })
 }
 
-async fn start_postern(root: &Path, bin: &Path, core: Option<usize>) -> anyhow::Result<Target> {
-    let dir = std::env::temp_dir().join(format!("postern-bench-{}", std::process::id()));
+/// Postern on `store` (`postgres`: a new database on that server), with its metrics listener on.
+async fn start_postern(
+    root: &Path,
+    bin: &Path,
+    core: Option<usize>,
+    store: Store,
+    postgres: Option<&str>,
+) -> anyhow::Result<Target> {
+    let dir = std::env::temp_dir().join(format!("postern-bench-{}-{store:?}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     let dir = TempDir(dir);
-    let port = free_port()?;
+    let (port, metrics_port) = (free_port()?, free_port()?);
     let base = format!("http://127.0.0.1:{port}");
+    let database = match (store, postgres) {
+        (Store::Sqlite, _) => dir.0.join("postern.db").display().to_string(),
+        (Store::Postgres, Some(server)) => new_postgres_database(server)?,
+        (Store::Postgres, None) => bail!("the PostgreSQL store needs --postgres"),
+    };
     let config = dir.0.join("postern.toml");
     fs::write(
         &config,
         format!(
-            "issuer = \"{base}\"\ntrusted_proxies = [\"127.0.0.1\"]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n\n[ui]\ndir = \"{}\"\n\
+            "issuer = \"{base}\"\ntrusted_proxies = [\"127.0.0.1\"]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\n\
+             metrics.listen = \"127.0.0.1:{metrics_port}\"\n\n[ui]\ndir = \"{}\"\n\
              self_test_client = false\n\n[clients.{CLIENT_ID}]\nsecret = \"{CLIENT_SECRET}\"\n\
              redirect_uris = [\"{REDIRECT}\"]\n",
-            dir.0.join("postern.db").display(),
             root.join("dist").display()
         ),
     )?;
@@ -298,7 +353,60 @@ async fn start_postern(root: &Path, bin: &Path, core: Option<usize>) -> anyhow::
         ensure!(Instant::now() < deadline, "postern did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    discover(Kind::Postern, child, base, Some(dir)).await
+    let label = match store {
+        Store::Sqlite => "postern",
+        Store::Postgres => "postern-pg",
+    };
+    let mut target = discover(Kind::Postern, label, child, base, Some(dir)).await?;
+    target.metrics = Some(format!("http://127.0.0.1:{metrics_port}/metrics"));
+    target.database = (store == Store::Postgres).then_some(database);
+    Ok(target)
+}
+
+/// `psql` on `database`: the one line `sql` prints.
+fn psql(database: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql").args([database, "-XqtA", "-v", "ON_ERROR_STOP=1", "-c", sql]).output()?;
+    ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// A new database on `server`, with `pg_stat_statements` to count what Postern asks of it.
+fn new_postgres_database(server: &str) -> anyhow::Result<String> {
+    let name = format!("postern_bench_{}", std::process::id());
+    psql(&format!("{server}/postgres"), &format!("DROP DATABASE IF EXISTS {name}"))?;
+    psql(&format!("{server}/postgres"), &format!("CREATE DATABASE {name}"))?;
+    let database = format!("{server}/{name}");
+    psql(&database, "CREATE EXTENSION pg_stat_statements")
+        .context("pg_stat_statements must be loaded: start the server with POSTERN_PG_DURABLE=1 scripts/postgres")?;
+    Ok(database)
+}
+
+/// Counters of the database work done so far: store calls, then (PostgreSQL) statements, write
+/// statements, rows written, COMMITs.
+async fn database_counters(target: &Target) -> anyhow::Result<[f64; 5]> {
+    let mut counters = [0.0; 5];
+    if let Some(metrics) = &target.metrics {
+        let scrape = http_client().get(metrics).send().await?.error_for_status()?.text().await?;
+        counters[0] = scrape
+            .lines()
+            .filter(|l| l.starts_with("postern_store_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+    }
+    if let Some(database) = &target.database {
+        let line = psql(
+            database,
+            "SELECT coalesce(sum(calls), 0), \
+                    coalesce(sum(calls) FILTER (WHERE query ~* '^\\s*(insert|update|delete)'), 0), \
+                    coalesce(sum(rows) FILTER (WHERE query ~* '^\\s*(insert|update|delete)'), 0), \
+                    coalesce(sum(calls) FILTER (WHERE query ~* '^\\s*commit'), 0) \
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )?;
+        for (i, value) in line.split('|').enumerate().take(4) {
+            counters[i + 1] = value.parse().with_context(|| format!("pg_stat_statements: {line}"))?;
+        }
+    }
+    Ok(counters)
 }
 
 /// oidc-provider from `bench/peer` (installed by `scripts/setup`), configured like Postern.
@@ -336,7 +444,7 @@ async fn start_peer(root: &Path, core: Option<usize>) -> anyhow::Result<Target> 
         let _ = child.kill();
         bail!("oidc-provider did not start");
     }
-    discover(Kind::Peer, child, format!("http://127.0.0.1:{port}"), None).await
+    discover(Kind::Peer, "oidc-provider", child, format!("http://127.0.0.1:{port}"), None).await
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -726,7 +834,12 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
     let floor_seconds = options.seconds.clamp(0.5, 5.0);
     let argon2_before = argon2_floor(floor_seconds);
     let signing_before = signing_floor(alg, floor_seconds);
-    let mut targets = vec![Arc::new(start_postern(root, &options.postern, options.server_core).await?)];
+    let mut targets = Vec::new();
+    for &store in &options.stores {
+        let postern = start_postern(root, &options.postern, options.server_core, store, options.postgres.as_deref());
+        targets.push(Arc::new(postern.await?));
+    }
+    ensure!(!targets.is_empty(), "no store to run Postern on");
     if options.peer {
         targets.push(Arc::new(start_peer(root, options.server_core).await?));
     }
@@ -740,12 +853,34 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
         if options.ui { Some(ui_timing(root, &targets[0], if options.seconds < 5.0 { 3 } else { 20 })?) } else { None };
     let scenarios = if options.scenarios.is_empty() { Scenario::ALL.to_vec() } else { options.scenarios.clone() };
     let mut results = Vec::new();
+    let mut database_work = Vec::new();
     for scenario in scenarios {
         for &c in &options.concurrency {
             // Side by side, so both see the same machine.
             for target in &targets {
                 let workers = prepare(scenario, target, c, options.seconds).await?;
+                // The database work is counted over the scenario's first run (after its preparation).
+                let counted = target.kind == Kind::Postern
+                    && c == options.concurrency[0]
+                    && matches!(scenario, Scenario::CodeExchange | Scenario::FullLogin);
+                let before = if counted { Some(database_counters(target).await?) } else { None };
                 let r = run_scenario(scenario, c, options.seconds, target, workers).await?;
+                if let Some(before) = before {
+                    let after = database_counters(target).await?;
+                    let per = |i: usize| (after[i] - before[i]) / r.requests.max(1) as f64;
+                    let pg = |i: usize| target.database.is_some().then(|| per(i));
+                    database_work.push(DatabaseWork {
+                        server: r.server,
+                        scenario: r.scenario,
+                        concurrency: c,
+                        operations: r.requests,
+                        store_calls: per(0),
+                        statements: pg(1),
+                        write_statements: pg(2),
+                        rows_written: pg(3),
+                        transactions: pg(4),
+                    });
+                }
                 eprintln!(
                     "{:<14} {:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  cpu {:.2}  \
                      rss {:.1} MiB",
@@ -774,6 +909,7 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
         memory,
         ui,
         results,
+        database_work,
     };
     fs::create_dir_all(options.out.parent().unwrap_or(Path::new(".")))?;
     fs::write(&options.out, serde_json::to_string_pretty(&report)?)?;
@@ -833,11 +969,41 @@ fn print_table(r: &Report) {
             ui.form_interactive_median_ms, ui.form_interactive_max_ms, ui.runs, ui.wasm_bytes, ui.wasm_brotli_bytes
         );
     }
+    for server in ["postern", "postern-pg"] {
+        if r.results.iter().any(|s| s.server == server) {
+            print_server_table(r, server);
+        }
+    }
+    if !r.database_work.is_empty() {
+        println!("\nDatabase work per operation, counted over one run each:\n");
+        println!("| server | scenario | c | operations | store calls | statements | of which writes | rows written | transactions |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let show = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}"));
+        for w in &r.database_work {
+            println!(
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+                w.server,
+                w.scenario,
+                w.concurrency,
+                w.operations,
+                w.store_calls,
+                show(w.statements),
+                show(w.write_statements),
+                show(w.rows_written),
+                show(w.transactions)
+            );
+        }
+    }
+}
+
+/// One Postern server's results beside the peer's.
+fn print_server_table(r: &Report, server: &str) {
+    println!("\n{server}:\n");
     println!(
-        "\n| scenario | c | req/s | p50 ms | p99 ms | max ms | CPU | vs floor | peer req/s | peer p99 ms | × peer |"
+        "| scenario | c | req/s | p50 ms | p99 ms | max ms | CPU | vs floor | peer req/s | peer p99 ms | × peer |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for s in r.results.iter().filter(|s| s.server == "postern") {
+    for s in r.results.iter().filter(|s| s.server == server) {
         let floor = match s.scenario {
             "full login flow" | "full login flow, one address" => {
                 format!("{:.0} % of argon2", 100.0 * s.throughput / r.argon2_verify_per_s_one_core)
@@ -850,7 +1016,7 @@ fn print_table(r: &Report) {
         let peer = r
             .results
             .iter()
-            .find(|p| p.server != "postern" && p.scenario == s.scenario && p.concurrency == s.concurrency);
+            .find(|p| p.server == "oidc-provider" && p.scenario == s.scenario && p.concurrency == s.concurrency);
         let (peer_rate, peer_p99, ratio) = match peer {
             Some(p) => (
                 format!("{:.0}", p.throughput),

@@ -59,13 +59,31 @@ enum Task {
         /// A quick run (1 s per scenario, c=1 and 4, the debug build) that checks the benchmark still works.
         #[arg(long)]
         smoke: bool,
+        /// The stores to run Postern on, comma-separated; each is a server of its own.
+        #[arg(long, value_delimiter = ',', value_enum, default_value = "sqlite")]
+        stores: Vec<bench::Store>,
+        /// The PostgreSQL server for the postgres store (postgres://user@host:port), with
+        /// pg_stat_statements loaded; `scripts/bench` starts one.
+        #[arg(long)]
+        postgres: Option<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::TestCa { out, names } => test_ca(&out, names),
-        Task::Bench { seconds, concurrency, scenario, server_core, without_peer, without_ui, out, smoke } => {
+        Task::Bench {
+            seconds,
+            concurrency,
+            scenario,
+            server_core,
+            without_peer,
+            without_ui,
+            out,
+            smoke,
+            stores,
+            postgres,
+        } => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
             let (seconds, concurrency) = if smoke { (1.0, vec![1, 4]) } else { (seconds, concurrency) };
             let options = bench::Options {
@@ -78,6 +96,8 @@ fn main() -> anyhow::Result<()> {
                 out,
                 // The smoke run checks the benchmark works, not how fast: the tests' debug build will do.
                 postern: root.join(if smoke { "target/debug/postern" } else { "target/release/postern" }),
+                stores,
+                postgres,
             };
             // One thread: the load generator has one core, and a single-threaded runtime wastes none of it on
             // handing tasks between threads.

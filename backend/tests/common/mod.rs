@@ -628,6 +628,18 @@ pub async fn userinfo(server: &Server, token: &str) -> reqwest::Response {
 }
 
 /// Posts a raw form to `/token`, as JupyterHub does.
+/// The Hub's code exchange as a form: PKCE and `client_secret_post`, as JupyterHub sends it.
+pub fn hub_code_form<'a>(code: &'a str, verifier: &'a str) -> [(&'static str, &'a str); 6] {
+    [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", HUB_CALLBACK),
+        ("code_verifier", verifier),
+        ("client_id", "jupyterhub"),
+        ("client_secret", HUB_SECRET),
+    ]
+}
+
 pub async fn token_form(server: &Server, form: &[(&str, &str)]) -> reqwest::Response {
     post_form(server, "/token", form).await
 }
