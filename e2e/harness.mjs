@@ -160,9 +160,9 @@ export async function stopProcess(child, { timeout = 5000 } = {}) {
 export class Postern {
   /**
    * `dir` holds its configuration, database and log; without one Postern makes a temporary directory,
-   * which `stop` removes.
+   * which `stop` removes. `database` puts the data elsewhere (a PostgreSQL URL for replicas).
    */
-  static async start({ uiUrl, appRedirect, port, issuer, uiDir = dist, extra = "", dir } = {}) {
+  static async start({ uiUrl, appRedirect, port, issuer, uiDir = dist, extra = "", dir, database } = {}) {
     const p = new Postern();
     if (dir) fs.mkdirSync(dir, { recursive: true });
     p.ownDir = !dir;
@@ -177,7 +177,7 @@ export class Postern {
         p.config,
         `issuer = "${p.issuer}"
 listen = "127.0.0.1:${p.port}"
-database = "${path.join(p.dir, "postern.db")}"
+database = "${database ?? path.join(p.dir, "postern.db")}"
 ${extra}
 
 [ui]

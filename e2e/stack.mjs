@@ -1,7 +1,8 @@
 // The whole stack on loopback with real parts: a throw-away test CA, nginx terminating TLS for
 // api.<domain> and ui.<domain> (the split deployment, as in the proof of concept) and
 // postern.<domain> (one origin), two Postern instances behind it, and JupyterHub with
-// GenericOAuthenticator and configurable-http-proxy trusting the CA. The end-to-end test and
+// GenericOAuthenticator and configurable-http-proxy trusting the CA. With `replicas`, the API is that
+// many Postern replicas on a PostgreSQL cluster of the stack's own, which nginx balances round-robin. The end-to-end test and
 // `scripts/demo` both start it from here, and everything it starts it stops, by pid, waiting for
 // each to exit.
 
@@ -12,6 +13,8 @@ import os from "node:os";
 import path from "node:path";
 
 import { Postern, dist, freePort, isRunning, root, startProcess, stopProcess } from "./harness.mjs";
+
+const pgScript = path.join(root, "scripts", "postgres");
 
 const venv = process.env.POSTERN_VENV ?? path.join(root, ".tools", "venv");
 const chp = path.join(root, "e2e", "node_modules", ".bin", "configurable-http-proxy");
@@ -39,7 +42,7 @@ async function waitFor(what, probe, { timeout = 60_000, watch } = {}) {
   }
 }
 
-function nginxConfig({ work, tls, port, domain, apiPort, singlePort, hubPort }) {
+function nginxConfig({ work, tls, port, domain, apiPorts, singlePort, hubPort }) {
   const proxy = (upstream, host) => `
             proxy_set_header Host ${host};
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -49,7 +52,7 @@ function nginxConfig({ work, tls, port, domain, apiPort, singlePort, hubPort }) 
             proxy_http_version 1.1;
             proxy_buffering off;
             proxy_read_timeout 300s;
-            proxy_pass http://127.0.0.1:${upstream};`;
+            proxy_pass http://${upstream};`;
   const server = (name, body) => `
     server {
         listen 127.0.0.1:${port} ssl;
@@ -68,16 +71,23 @@ error_log ${work}/nginx-error.log info;
 events { worker_connections 256; }
 http {
     include /etc/nginx/mime.types;
-    access_log ${work}/nginx-access.log;
+    # Which replica answered each request, at the end of the usual line.
+    log_format upstream '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                        '"$http_referer" "$http_user_agent" upstream=$upstream_addr';
+    access_log ${work}/nginx-access.log upstream;
     client_body_temp_path ${work}/nginx-tmp/body;
     proxy_temp_path ${work}/nginx-tmp/proxy;
     fastcgi_temp_path ${work}/nginx-tmp/fastcgi;
     uwsgi_temp_path ${work}/nginx-tmp/uwsgi;
     scgi_temp_path ${work}/nginx-tmp/scgi;
     map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-${server("api", `        location / {${proxy(apiPort, "$host")}
+    # The API's replicas (one without replicas), taken in turn: nothing sticky.
+    upstream postern_api {
+${apiPorts.map((p) => `        server 127.0.0.1:${p};`).join("\n")}
+    }
+${server("api", `        location / {${proxy("postern_api", "$host")}
         }`)}
-${server("postern", `        location / {${proxy(singlePort, "$host")}
+${server("postern", `        location / {${proxy(`127.0.0.1:${singlePort}`, "$host")}
         }`)}
 ${server(
   "ui",
@@ -85,11 +95,11 @@ ${server(
         add_header Content-Security-Policy "${uiCsp}" always;
         add_header Referrer-Policy no-referrer always;
         add_header X-Content-Type-Options nosniff always;
-        location = /ui-config.json {${proxy(apiPort, `api.${domain}:${port}`)}
+        location = /ui-config.json {${proxy("postern_api", `api.${domain}:${port}`)}
         }
         location / { try_files $uri /index.html; }`,
 )}
-${server("hub", `        location / {${proxy(hubPort, "$host")}
+${server("hub", `        location / {${proxy(`127.0.0.1:${hubPort}`, "$host")}
         }`)}
 }
 `;
@@ -99,8 +109,9 @@ ${server("hub", `        location / {${proxy(hubPort, "$host")}
  * Starts the stack. `domain` is the public names' suffix (`example` in tests, resolved by Chromium's
  * host-resolver rules and the Hub's tornado hostname mapping; `localhost` for the demo). `work` holds
  * every file and log; without one the stack makes a temporary directory, which `stopStack` removes.
+ * `replicas` > 1 runs the API as that many replicas on PostgreSQL.
  */
-export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [] } = {}) {
+export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [], replicas = 1 } = {}) {
   const ownWork = !work;
   if (work) fs.mkdirSync(work, { recursive: true });
   else work = fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-"));
@@ -127,14 +138,35 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
       fs.rmSync(dir, { recursive: true, force: true });
       return dir;
     };
-    stack.postern.api = await Postern.start({
-      dir: posternDir("api"),
-      appRedirect: "https://app.invalid/cb",
-      issuer: stack.url("api", "").replace(/\/$/, ""),
-      uiUrl: stack.url("ui", "").replace(/\/$/, ""),
-      uiDir: "/nonexistent",
-      extra,
-    });
+    // Replicas share a database and the key that seals its signing keys, and start all at once.
+    let database;
+    let replicaExtra = "";
+    if (replicas > 1) {
+      // A directory of its own, not inside `work`: scripts/postgres hands it to an unprivileged user.
+      stack.postgres = fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-pg-"));
+      const cluster = execFileSync(pgScript, ["start", stack.postgres], { encoding: "utf8" }).trim();
+      execFileSync("psql", [`${cluster}/postgres`, "-q", "-c", "CREATE DATABASE postern"]);
+      database = `${cluster}/postern`;
+      replicaExtra = `key_encryption_key = "${crypto.randomBytes(32).toString("base64")}"\n`;
+    }
+    const apis = await Promise.all(
+      Array.from({ length: replicas }, (_, n) =>
+        Postern.start({
+          dir: posternDir(n ? `api-${n}` : "api"),
+          appRedirect: "https://app.invalid/cb",
+          issuer: stack.url("api", "").replace(/\/$/, ""),
+          uiUrl: stack.url("ui", "").replace(/\/$/, ""),
+          uiDir: "/nonexistent",
+          extra: replicaExtra + extra,
+          database,
+        }),
+      ),
+    );
+    stack.postern.api = apis[0];
+    apis.slice(1).forEach((replica, n) => (stack.postern[`api-${n + 1}`] = replica));
+    stack.apiReplicas = apis;
+    /** Every API replica's log, one after the other. */
+    stack.apiLog = () => apis.map((replica) => replica.log()).join("\n");
     stack.postern.single = await Postern.start({
       dir: posternDir("single"),
       appRedirect: "https://app.invalid/cb",
@@ -151,7 +183,7 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
     const hubPort = await freePort();
     fs.mkdirSync(path.join(work, "nginx-tmp"), { recursive: true });
     const conf = path.join(work, "nginx.conf");
-    fs.writeFileSync(conf, nginxConfig({ work, tls, port, domain, apiPort: api.port, singlePort: single.port, hubPort }));
+    fs.writeFileSync(conf, nginxConfig({ work, tls, port, domain, apiPorts: apis.map((a) => a.port), singlePort: single.port, hubPort }));
     const nginx = daemon("nginx", fs.existsSync("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx", ["-p", work, "-c", conf, "-g", "daemon off;"], { cwd: work, logDir: work });
     stack.processes.push(nginx);
     stack.nginx = nginx;
@@ -289,6 +321,8 @@ export async function stopStack(stack, { keep = false } = {}) {
     ...stack.processes.map((p) => stopProcess(p.child)),
     ...Object.values(stack.postern).map((p) => p.stop()),
   ]);
+  // The replicas' PostgreSQL: stopped by pid, its files kept with the logs when asked.
+  if (stack.postgres) execFileSync(pgScript, [keep ? "halt" : "stop", stack.postgres], { stdio: "ignore" });
   if (keep) console.error(`The stack's logs are kept in ${stack.work}`);
   else if (stack.ownWork) fs.rmSync(stack.work, { recursive: true, force: true });
 }
