@@ -331,6 +331,17 @@ async fn readiness(replica: &Server) -> u16 {
     http().get(replica.url("/healthz/ready")).send().await.map_or(0, |r| r.status().as_u16())
 }
 
+/// Waits until every replica's readiness answers `status`, failing with `what` after `within`.
+async fn await_readiness(r: &[Server], status: u16, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    for replica in r {
+        while readiness(replica).await != status {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_under_load_loses_nothing_it_answered() {
     let Some(r) = replicas(3) else { return };
@@ -376,25 +387,13 @@ async fn postgresql_restarted_under_load_makes_replicas_unready_then_they_recove
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     cluster.halt();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for replica in &r {
-        while readiness(replica).await != 503 {
-            assert!(Instant::now() < deadline, "not ready while the database is down");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    await_readiness(&r, 503, Duration::from_secs(15), "not ready while the database is down").await;
     let during = load.answered();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(load.answered(), during, "no sign-in completes without the database");
 
     cluster.resume();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for replica in &r {
-        while readiness(replica).await != 200 {
-            assert!(Instant::now() < deadline, "ready again without a restart");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    await_readiness(&r, 200, Duration::from_secs(30), "ready again without a restart").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = load.stop().await;
     println!(
