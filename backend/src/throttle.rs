@@ -524,8 +524,10 @@ impl Throttle {
         // A sign-in from here stored recently need not be stored again when this one succeeds.
         let recorded = stored.as_ref().is_some_and(|s| s.signed_in_within(RECORD_AGAIN_AFTER));
         let ticket = {
-            let now = Instant::now();
+            // The time is read under the lock: counts absorbed by others stand at their read's time,
+            // and one taken before it would see them in its future (a block that has not ended).
             let mut s = self.lock();
+            let now = Instant::now();
             let known = s.is_known(&keys, now) || stored.as_ref().is_some_and(|s| s.signed_in_within(KNOWN_FOR));
             keys.by_name = s.names.is_some() && !known;
             if let Some(stored) = &stored {
@@ -557,8 +559,8 @@ impl Throttle {
             tokio::pin!(ended);
             ended.as_mut().enable();
             let refetch = {
-                let now = Instant::now();
                 let mut s = self.lock();
+                let now = Instant::now();
                 match s.verdict(&keys, now) {
                     Verdict::Refuse(wait) => return Err(Refusal::Failures(wait)),
                     // Its turn here: what other processes counted meanwhile decides.
