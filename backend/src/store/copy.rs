@@ -5,6 +5,7 @@
 
 use sqlx::postgres::PgArguments;
 use sqlx::sqlite::SqliteRow;
+use sqlx::Connection;
 use sqlx::{Arguments, Row};
 
 use super::postgres::PostgresStore;
@@ -139,7 +140,8 @@ pub type Copied = Vec<(&'static str, u64)>;
 /// one transaction, so the copy is one consistent moment of it (stop the servers first, or what they
 /// write afterwards stays behind).
 pub async fn sqlite_to_postgres(from: &SqliteStore, to: &PostgresStore) -> StoreResult<Copied> {
-    let mut source = from.reader().begin().await?;
+    let mut source = from.sqlx_reader().await?;
+    let mut source = source.begin().await?;
     let mut target = to.pool().begin().await?;
     for (table, _, _) in TABLES {
         let any: bool =

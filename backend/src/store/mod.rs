@@ -3,46 +3,47 @@
 //! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL ([`postgres::PostgresStore`])
 //! is for several replicas sharing one database. Both pass the same tests.
 
-/// Readers of the records whose columns are the same in both stores, for one store's row type.
+/// Readers of the records whose columns are the same in both stores, for one store's row type, its
+/// column getter and that getter's error.
 macro_rules! record_readers {
-    ($row:ty) => {
-        fn key_from_row(row: &$row) -> Result<StoredKey, sqlx::Error> {
+    ($row:ty, $get:ident, $error:ty) => {
+        fn key_from_row(row: &$row) -> Result<StoredKey, $error> {
             Ok(StoredKey {
-                kid: row.try_get("kid")?,
-                alg: row.try_get("alg")?,
-                private_key: row.try_get("private_key")?,
-                created_at: row.try_get("created_at")?,
+                kid: row.$get("kid")?,
+                alg: row.$get("alg")?,
+                private_key: row.$get("private_key")?,
+                created_at: row.$get("created_at")?,
             })
         }
 
-        fn request_from_row(row: &$row) -> Result<AuthorizationRequest, sqlx::Error> {
+        fn request_from_row(row: &$row) -> Result<AuthorizationRequest, $error> {
             Ok(AuthorizationRequest {
-                id: row.try_get("id")?,
-                client_id: row.try_get("client_id")?,
-                redirect_uri: row.try_get("redirect_uri")?,
-                scope: row.try_get("scope")?,
-                state: row.try_get("state")?,
-                nonce: row.try_get("nonce")?,
-                code_challenge: row.try_get("code_challenge")?,
-                expires_at: row.try_get("expires_at")?,
-                browser_hash: row.try_get("browser_hash")?,
-                client_network: row.try_get("client_network")?,
+                id: row.$get("id")?,
+                client_id: row.$get("client_id")?,
+                redirect_uri: row.$get("redirect_uri")?,
+                scope: row.$get("scope")?,
+                state: row.$get("state")?,
+                nonce: row.$get("nonce")?,
+                code_challenge: row.$get("code_challenge")?,
+                expires_at: row.$get("expires_at")?,
+                browser_hash: row.$get("browser_hash")?,
+                client_network: row.$get("client_network")?,
             })
         }
 
-        fn grant_from_row(row: &$row) -> Result<Grant, sqlx::Error> {
+        fn grant_from_row(row: &$row) -> Result<Grant, $error> {
             Ok(Grant {
-                id: row.try_get("id")?,
-                client_id: row.try_get("client_id")?,
-                user_id: row.try_get("user_id")?,
-                scope: row.try_get("scope")?,
-                nonce: row.try_get("nonce")?,
-                auth_time: row.try_get("auth_time")?,
-                redirect_uri: row.try_get("redirect_uri")?,
-                code_challenge: row.try_get("code_challenge")?,
-                code_expires_at: row.try_get("code_expires_at")?,
-                code_used_at: row.try_get("code_used_at")?,
-                revoked_at: row.try_get("revoked_at")?,
+                id: row.$get("id")?,
+                client_id: row.$get("client_id")?,
+                user_id: row.$get("user_id")?,
+                scope: row.$get("scope")?,
+                nonce: row.$get("nonce")?,
+                auth_time: row.$get("auth_time")?,
+                redirect_uri: row.$get("redirect_uri")?,
+                code_challenge: row.$get("code_challenge")?,
+                code_expires_at: row.$get("code_expires_at")?,
+                code_used_at: row.$get("code_used_at")?,
+                revoked_at: row.$get("revoked_at")?,
             })
         }
     };
@@ -111,6 +112,12 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
         StoreError::Database(Box::new(e))
     }
 }

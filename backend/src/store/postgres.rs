@@ -106,7 +106,7 @@ fn client_from_row(row: &PgRow) -> Result<Client, sqlx::Error> {
     })
 }
 
-record_readers!(PgRow);
+record_readers!(PgRow, try_get, sqlx::Error);
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
