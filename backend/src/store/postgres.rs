@@ -112,17 +112,6 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-async fn insert_token(tx: &mut PgConnection, table: &str, grant_id: i64, token: &NewToken) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("INSERT INTO {table} (hash, grant_id, scope, expires_at) VALUES ($1, $2, $3, $4)"))
-        .bind(&token.hash)
-        .bind(grant_id)
-        .bind(&token.scope)
-        .bind(token.expires_at)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
 /// Revokes the grants whose `column` (`id` or `user_id`) is `value`. The grant rows stay as the record
 /// of the revocation; their live tokens go. Updating the grants first locks them: a rotation or a code
 /// redemption of the same grant running meanwhile either finished before (and its tokens are deleted
@@ -511,24 +500,29 @@ impl Store for PostgresStore {
         access: &NewToken,
         refresh: Option<&NewToken>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        // Two replicas redeeming one code: the second waits for the first's row lock, then finds the code used.
-        let done = sqlx::query(
-            "UPDATE grants SET code_used_at = $1 WHERE id = $2 AND code_used_at IS NULL AND revoked_at IS NULL",
+        // One statement, so one round trip and atomic without a transaction around it. Two replicas
+        // redeeming one code: the second waits for the first's row lock, then finds the code used and
+        // inserts nothing.
+        let refresh = refresh.map(|r| (&r.hash, &r.scope, r.expires_at));
+        let redeemed: bool = sqlx::query_scalar(
+            "WITH redeemed AS (UPDATE grants SET code_used_at = $1 WHERE id = $2 AND code_used_at IS NULL \
+             AND revoked_at IS NULL RETURNING id), \
+             access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) SELECT $3, id, $4, $5 FROM redeemed), \
+             refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
+             SELECT $6, id, $7, $8 FROM redeemed WHERE $6::bytea IS NOT NULL) \
+             SELECT EXISTS (SELECT 1 FROM redeemed)",
         )
         .bind(now)
         .bind(grant_id)
-        .execute(&mut *tx)
+        .bind(&access.hash)
+        .bind(&access.scope)
+        .bind(access.expires_at)
+        .bind(refresh.map(|r| r.0))
+        .bind(refresh.map(|r| r.1))
+        .bind(refresh.map(|r| r.2))
+        .fetch_one(&self.pool)
         .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        insert_token(&mut tx, "access_tokens", grant_id, access).await?;
-        if let Some(refresh) = refresh {
-            insert_token(&mut tx, "refresh_tokens", grant_id, refresh).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        Ok(redeemed)
     }
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
@@ -593,32 +587,32 @@ impl Store for PostgresStore {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        // The one rotation that finds the token unused wins; a concurrent one waits for its row lock and
-        // then finds it used (reuse).
-        let grant_id: Option<i64> = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL RETURNING grant_id",
+        // One statement. The grant is share-locked first: a revocation running meanwhile either committed
+        // first (the grant is seen revoked and nothing changes) or waits until these tokens are stored
+        // (and then deletes them). The one rotation that finds the token unused wins; a concurrent one
+        // waits for its row lock and then finds it used (reuse).
+        let rotated: bool = sqlx::query_scalar(
+            "WITH live AS (SELECT g.id FROM grants g WHERE g.id = (SELECT grant_id FROM refresh_tokens WHERE hash = $2) \
+             AND g.revoked_at IS NULL FOR SHARE), \
+             rotated AS (UPDATE refresh_tokens t SET used_at = $1 FROM live WHERE t.hash = $2 AND t.used_at IS NULL \
+             AND t.grant_id = live.id RETURNING t.grant_id), \
+             access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) \
+             SELECT $3, grant_id, $4, $5 FROM rotated), \
+             refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
+             SELECT $6, grant_id, $7, $8 FROM rotated) \
+             SELECT EXISTS (SELECT 1 FROM rotated)",
         )
         .bind(now)
         .bind(old_hash)
-        .fetch_optional(&mut *tx)
+        .bind(&access.hash)
+        .bind(&access.scope)
+        .bind(access.expires_at)
+        .bind(&refresh.hash)
+        .bind(&refresh.scope)
+        .bind(refresh.expires_at)
+        .fetch_one(&self.pool)
         .await?;
-        let Some(grant_id) = grant_id else {
-            return Ok(false);
-        };
-        // A share lock on the grant: a revocation running meanwhile either committed first (and is seen
-        // here) or waits until these tokens are stored (and then deletes them).
-        let revoked: Option<i64> = sqlx::query_scalar("SELECT revoked_at FROM grants WHERE id = $1 FOR SHARE")
-            .bind(grant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if revoked.is_some() {
-            return Ok(false);
-        }
-        insert_token(&mut tx, "access_tokens", grant_id, access).await?;
-        insert_token(&mut tx, "refresh_tokens", grant_id, refresh).await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(rotated)
     }
 
     async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
