@@ -394,11 +394,15 @@ async fn database_counters(target: &Target) -> anyhow::Result<[f64; 5]> {
             .sum();
     }
     if let Some(database) = &target.database {
+        // A backend publishes its table statistics within a second of going idle.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Writes are counted wherever they sit (a CTE's INSERT or UPDATE too), rows written from the
+        // tables' own counters: pg_stat_statements' rows are what a statement returned.
         let line = psql(
             database,
             "SELECT coalesce(sum(calls), 0), \
-                    coalesce(sum(calls) FILTER (WHERE query ~* '^\\s*(insert|update|delete)'), 0), \
-                    coalesce(sum(rows) FILTER (WHERE query ~* '^\\s*(insert|update|delete)'), 0), \
+                    coalesce(sum(calls) FILTER (WHERE query ~* '\\m(insert|update|delete)\\M'), 0), \
+                    (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables), \
                     coalesce(sum(calls) FILTER (WHERE query ~* '^\\s*commit'), 0) \
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )?;
