@@ -74,8 +74,8 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: I
     let code = params.get("code").ok_or_else(|| Error::oauth(OAuthCode::InvalidRequest, "code is missing"))?;
     let now = now();
     // A code that is not this client's is answered as unknown and changes nothing.
-    let grant = match state.store.grant_by_code(&tokens::hash(code)).await? {
-        Some(grant) if grant.client_id == client.id => grant,
+    let (grant, user) = match state.store.grant_by_code(&tokens::hash(code)).await? {
+        Some((grant, user)) if grant.client_id == client.id => (grant, user),
         _ => return Err(invalid_grant("the authorization code is invalid")),
     };
     if grant.code_used_at.is_some() {
@@ -100,7 +100,7 @@ async fn exchange_code(state: &AppState, client: &Client, params: &Params, ip: I
         (None, None) if client.public || client.require_pkce => return Err(invalid_grant("this client must use PKCE")),
         (None, None) => {}
     }
-    let user = active_user(state, grant.user_id).await?;
+    let user = active(user)?;
     let issued = Issued::new(state, client, &grant, &grant.scope, &grant.scope, now);
     let redeemed =
         state.store.redeem_code(grant.id, now, &issued.access_record(), issued.refresh_record().as_ref()).await?;
@@ -150,7 +150,7 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
             requested.join(" ")
         }
     };
-    let user = active_user(state, info.grant.user_id).await?;
+    let user = active(info.user)?;
     let issued = Issued::new(state, client, &info.grant, &scope, &info.scope, now);
     let refresh_record = issued.refresh_record().expect("clients reaching here may have refresh tokens");
     if !state.store.rotate_refresh_token(&hash, now, &issued.access_record(), &refresh_record).await? {
@@ -163,11 +163,12 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
     issued.response(state, client, &user, &info.grant, None)
 }
 
-async fn active_user(state: &AppState, id: i64) -> Result<User, Error> {
-    match state.store.user_by_id(id).await? {
-        Some(user) if !user.disabled => Ok(user),
-        _ => Err(invalid_grant("the user is disabled")),
+/// The grant's user, unless disabled meanwhile.
+fn active(user: User) -> Result<User, Error> {
+    if user.disabled {
+        return Err(invalid_grant("the user is disabled"));
     }
+    Ok(user)
 }
 
 /// Fresh tokens, before and after they are stored.

@@ -133,7 +133,7 @@ impl Store for Metered {
         timed("create_grant", self.0.create_grant(grant, now)).await
     }
 
-    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>> {
+    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<(Grant, User)>> {
         timed("grant_by_code", self.0.grant_by_code(code_hash)).await
     }
 

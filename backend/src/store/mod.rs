@@ -91,6 +91,10 @@ impl StoreError {
     /// statement): a restart or failover, worth retrying.
     pub fn is_unavailable(&self) -> bool {
         let StoreError::Database(e) = self else { return false };
+        // SQLite: another process held the write lock for longer than a write waits.
+        if e.downcast_ref::<rusqlite::Error>().is_some_and(sqlite::is_busy) {
+            return true;
+        }
         match e.downcast_ref::<sqlx::Error>() {
             Some(
                 sqlx::Error::Io(_)
@@ -441,6 +445,8 @@ pub struct RefreshTokenInfo {
     pub used: bool,
     /// The grant it belongs to.
     pub grant: Grant,
+    /// The user it speaks for.
+    pub user: User,
 }
 
 /// A throttle's count of failures under one key, as every process sharing the store sees it.
@@ -530,8 +536,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a grant with its authorization code.
     async fn create_grant(&self, grant: &NewGrant, now: Timestamp) -> StoreResult<i64>;
-    /// Finds a grant by the hash of its code.
-    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>>;
+    /// Finds a grant by the hash of its code, with the user it was issued to (one read: the code
+    /// exchange needs both).
+    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<(Grant, User)>>;
     /// Marks the code used and stores the tokens, atomically; false if the code was already used.
     async fn redeem_code(
         &self,
@@ -547,7 +554,7 @@ pub trait Store: Send + Sync + 'static {
     async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>>;
     /// Deletes one access token; true if it existed.
     async fn revoke_access_token(&self, hash: &[u8]) -> StoreResult<bool>;
-    /// Finds a refresh token by hash, used or not.
+    /// Finds a refresh token by hash, used or not, with its grant and user.
     async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>>;
     /// Marks a refresh token used and stores its successors, atomically; false if already used.
     async fn rotate_refresh_token(

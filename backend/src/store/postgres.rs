@@ -24,7 +24,7 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-const USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
+const USER_COLUMNS: &str = "u.id AS user_id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
      u.disabled, u.created_at, ARRAY(SELECT name FROM user_groups g WHERE g.user_id = u.id ORDER BY name) AS groups";
 
 const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.scope, g.nonce, g.auth_time, g.redirect_uri, \
@@ -75,7 +75,7 @@ type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArgume
 
 fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
     Ok(User {
-        id: row.try_get("id")?,
+        id: row.try_get("user_id")?,
         username: row.try_get("username")?,
         display_name: row.try_get("display_name")?,
         email: row.try_get("email")?,
@@ -485,12 +485,14 @@ impl Store for PostgresStore {
         Ok(id)
     }
 
-    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>> {
-        let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.code_hash = $1"))
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(grant_from_row).transpose()?)
+    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<(Grant, User)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GRANT_COLUMNS}, {USER_COLUMNS} FROM grants g JOIN users u ON u.id = g.user_id WHERE g.code_hash = $1"
+        ))
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Ok::<_, sqlx::Error>((grant_from_row(&r)?, user_from_row(&r)?))).transpose()?)
     }
 
     async fn redeem_code(
@@ -564,7 +566,8 @@ impl Store for PostgresStore {
     async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>> {
         let row = sqlx::query(&format!(
             "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at AS token_used_at, \
-             {GRANT_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = $1"
+             {GRANT_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id \
+             JOIN users u ON u.id = g.user_id WHERE t.hash = $1"
         ))
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -577,6 +580,7 @@ impl Store for PostgresStore {
             expires_at: row.try_get("token_expires_at")?,
             used: row.try_get::<Option<i64>, _>("token_used_at")?.is_some(),
             grant: grant_from_row(&row)?,
+            user: user_from_row(&row)?,
         }))
     }
 

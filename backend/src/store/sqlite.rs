@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ConnectOptions, Connection as _};
 
@@ -42,7 +42,7 @@ struct Connections {
     checkpointer: Mutex<Connection>,
 }
 
-const USER_COLUMNS: &str = "u.id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
+const USER_COLUMNS: &str = "u.id AS user_id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
      u.disabled, u.created_at, \
      (SELECT json_group_array(name) FROM user_groups g WHERE g.user_id = u.id) AS groups";
 
@@ -79,6 +79,9 @@ impl SqliteStore {
         let writer = connect(path)?;
         // The writer never checkpoints itself: a checkpoint fsyncs, and every queued write would wait for it.
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        // Nor does it sleep in SQLite's busy handler, which would hold the runtime's thread: a write lock
+        // held by another process is waited for asynchronously (`WriteTransaction::begin`).
+        writer.busy_timeout(Duration::ZERO)?;
         let store = Self {
             inner: Arc::new(Connections {
                 path: path.to_owned(),
@@ -113,11 +116,11 @@ impl SqliteStore {
 
     /// Runs `work` in a write transaction, which holds the write lock from its first statement: one that
     /// read first and wrote later could find its snapshot outdated by a checkpoint that reset the log,
-    /// and fail busy. `work` returning an error rolls everything back.
-    async fn write<T>(&self, work: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    /// and fail busy. `work` returning an error (or panicking) rolls everything back.
+    async fn write<T>(&self, work: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.inner.writer.lock().await;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let result = work(&tx)?;
+        let tx = WriteTransaction::begin(&mut conn).await?;
+        let result = work(tx.0)?;
         tx.commit()?;
         Ok(result)
     }
@@ -135,6 +138,51 @@ impl SqliteStore {
 
 fn sqlite_options(path: &Path) -> StoreResult<SqliteConnectOptions> {
     Ok(SqliteConnectOptions::from_str("sqlite:")?.filename(path).busy_timeout(Duration::from_secs(5)))
+}
+
+/// How long a write waits for another process (a CLI command, a backup) to release the write lock.
+const WRITE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// An immediate transaction on the writer connection, rolled back unless committed.
+struct WriteTransaction<'a>(&'a mut Connection, bool);
+
+impl<'a> WriteTransaction<'a> {
+    /// Takes the write lock, waiting (without holding the thread) while another process has it.
+    async fn begin(conn: &'a mut Connection) -> StoreResult<Self> {
+        let deadline = tokio::time::Instant::now() + WRITE_LOCK_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(Self(conn, false)),
+                Err(e) if is_busy(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.0.execute_batch("COMMIT")?;
+        self.1 = true;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            if let Err(e) = self.0.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rolling back a write transaction failed");
+            }
+        }
+    }
+}
+
+/// Whether another connection holds the lock this one needs.
+pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DatabaseBusy)
 }
 
 /// Keeps the WAL short without making a request wait for a checkpoint's fsync; ends with the store.
@@ -178,7 +226,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let mut groups = json_list(&row.get::<_, String>("groups")?)?;
     groups.sort();
     Ok(User {
-        id: row.get("id")?,
+        id: row.get("user_id")?,
         username: row.get("username")?,
         display_name: row.get("display_name")?,
         email: row.get("email")?,
@@ -219,20 +267,20 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
-fn insert_token(tx: &Transaction<'_>, table: &str, grant_id: i64, token: &NewToken) -> rusqlite::Result<()> {
+fn insert_token(tx: &Connection, table: &str, grant_id: i64, token: &NewToken) -> rusqlite::Result<()> {
     tx.prepare_cached(&format!("INSERT INTO {table} (hash, grant_id, scope, expires_at) VALUES (?, ?, ?, ?)"))?
         .execute(params![token.hash, grant_id, token.scope, token.expires_at])?;
     Ok(())
 }
 
-fn user_id(tx: &Transaction<'_>, username: &str) -> StoreResult<i64> {
+fn user_id(tx: &Connection, username: &str) -> StoreResult<i64> {
     tx.prepare_cached("SELECT id FROM users WHERE username = ?")?
         .query_row([username], |r| r.get(0))
         .optional()?
         .ok_or(StoreError::NotFound("user"))
 }
 
-fn insert_groups(tx: &Transaction<'_>, user_id: i64, groups: &[String]) -> rusqlite::Result<()> {
+fn insert_groups(tx: &Connection, user_id: i64, groups: &[String]) -> rusqlite::Result<()> {
     let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO user_groups (user_id, name) VALUES (?, ?)")?;
     for group in groups {
         insert.execute(params![user_id, group])?;
@@ -242,7 +290,7 @@ fn insert_groups(tx: &Transaction<'_>, user_id: i64, groups: &[String]) -> rusql
 
 /// Revokes the grants whose `column` (`id` or `user_id`) is `value`. The grant rows stay as the record
 /// of the revocation; their live tokens go.
-fn revoke_grants(tx: &Transaction<'_>, column: &str, value: i64, now: Timestamp) -> rusqlite::Result<()> {
+fn revoke_grants(tx: &Connection, column: &str, value: i64, now: Timestamp) -> rusqlite::Result<()> {
     let grants = format!("SELECT id FROM grants WHERE {column} = ?1");
     tx.execute(
         &format!("UPDATE grants SET revoked_at = ?2 WHERE {column} = ?1 AND revoked_at IS NULL"),
@@ -254,7 +302,7 @@ fn revoke_grants(tx: &Transaction<'_>, column: &str, value: i64, now: Timestamp)
 }
 
 /// Ends a user's sessions and revokes all their grants (a password change, a disabled account).
-fn end_sessions_and_grants(tx: &Transaction<'_>, user_id: i64, now: Timestamp) -> rusqlite::Result<()> {
+fn end_sessions_and_grants(tx: &Connection, user_id: i64, now: Timestamp) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM sessions WHERE user_id = ?", [user_id])?;
     revoke_grants(tx, "user_id", user_id, now)
 }
@@ -564,9 +612,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<Grant>> {
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.code_hash = ?");
-        self.read(|c| c.prepare_cached(&sql)?.query_row([code_hash], grant_from_row).optional())
+    async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<(Grant, User)>> {
+        let sql = format!(
+            "SELECT {GRANT_COLUMNS}, {USER_COLUMNS} FROM grants g JOIN users u ON u.id = g.user_id WHERE g.code_hash = ?"
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?.query_row([code_hash], |r| Ok((grant_from_row(r)?, user_from_row(r)?))).optional()
+        })
     }
 
     async fn redeem_code(
@@ -628,7 +680,8 @@ impl Store for SqliteStore {
     async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>> {
         let sql = format!(
             "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at AS token_used_at, \
-             {GRANT_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+             {GRANT_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id \
+             JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
         );
         self.read(|c| {
             c.prepare_cached(&sql)?
@@ -638,6 +691,7 @@ impl Store for SqliteStore {
                         expires_at: r.get("token_expires_at")?,
                         used: r.get::<_, Option<i64>>("token_used_at")?.is_some(),
                         grant: grant_from_row(r)?,
+                        user: user_from_row(r)?,
                     })
                 })
                 .optional()
@@ -768,7 +822,7 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         // Taking the write lock, then letting it go: reads alone would succeed on a locked database.
         let mut conn = self.inner.writer.lock().await;
-        conn.transaction_with_behavior(TransactionBehavior::Immediate)?.rollback()?;
+        drop(WriteTransaction::begin(&mut conn).await?);
         Ok(())
     }
 }
