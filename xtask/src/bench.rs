@@ -52,6 +52,8 @@ pub struct Options {
     /// A PostgreSQL server (`postgres://user@host:port`) for the PostgreSQL store, with
     /// `pg_stat_statements` loaded (`scripts/postgres` with `POSTERN_PG_DURABLE=1`).
     pub postgres: Option<String>,
+    /// Count the rows written on PostgreSQL (waits for its statistics before and after each counted run).
+    pub rows_written: bool,
 }
 
 /// Where Postern keeps its state in a run.
@@ -383,7 +385,12 @@ fn new_postgres_database(server: &str) -> anyhow::Result<String> {
 
 /// Counters of the database work done so far: store calls, then (PostgreSQL) statements, write
 /// statements, rows written, COMMITs.
-async fn database_counters(target: &Target) -> anyhow::Result<[f64; 5]> {
+/// PostgreSQL's idle backends publish their table statistics after at most this long.
+const STATISTICS_DELAY: Duration = Duration::from_secs(11);
+
+/// Rows written come from the tables' statistics, which an idle backend publishes up to ten seconds
+/// late: `settle` waits for them (a smoke run does not, and reports no rows).
+async fn database_counters(target: &Target, settle: bool) -> anyhow::Result<[f64; 5]> {
     let mut counters = [0.0; 5];
     if let Some(metrics) = &target.metrics {
         let scrape = http_client().get(metrics).send().await?.error_for_status()?.text().await?;
@@ -394,8 +401,9 @@ async fn database_counters(target: &Target) -> anyhow::Result<[f64; 5]> {
             .sum();
     }
     if let Some(database) = &target.database {
-        // A backend publishes its table statistics within a second of going idle.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if settle {
+            tokio::time::sleep(STATISTICS_DELAY).await;
+        }
         // Writes are counted wherever they sit (a CTE's INSERT or UPDATE too), rows written from the
         // tables' own counters: pg_stat_statements' rows are what a statement returned.
         let line = psql(
@@ -408,6 +416,9 @@ async fn database_counters(target: &Target) -> anyhow::Result<[f64; 5]> {
         )?;
         for (i, value) in line.split('|').enumerate().take(4) {
             counters[i + 1] = value.parse().with_context(|| format!("pg_stat_statements: {line}"))?;
+        }
+        if !settle {
+            counters[3] = f64::NAN;
         }
     }
     Ok(counters)
@@ -867,12 +878,13 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
                 let counted = target.kind == Kind::Postern
                     && c == options.concurrency[0]
                     && matches!(scenario, Scenario::CodeExchange | Scenario::FullLogin);
-                let before = if counted { Some(database_counters(target).await?) } else { None };
+                let settle = options.rows_written;
+                let before = if counted { Some(database_counters(target, settle).await?) } else { None };
                 let r = run_scenario(scenario, c, options.seconds, target, workers).await?;
                 if let Some(before) = before {
-                    let after = database_counters(target).await?;
+                    let after = database_counters(target, settle).await?;
                     let per = |i: usize| (after[i] - before[i]) / r.requests.max(1) as f64;
-                    let pg = |i: usize| target.database.is_some().then(|| per(i));
+                    let pg = |i: usize| target.database.is_some().then(|| per(i)).filter(|v| !v.is_nan());
                     database_work.push(DatabaseWork {
                         server: r.server,
                         scenario: r.scenario,

@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
                 postern: root.join(if smoke { "target/debug/postern" } else { "target/release/postern" }),
                 stores,
                 postgres,
+                rows_written: !smoke,
             };
             // One thread: the load generator has one core, and a single-threaded runtime wastes none of it on
             // handing tasks between threads.
