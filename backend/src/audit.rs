@@ -31,6 +31,25 @@ pub fn login_failed(reason: &'static str, client_id: &str, ip: Option<IpAddr>) {
     metrics::counter!("postern_logins_total", &labels).increment(1);
 }
 
+/// A person signed in through an upstream (an LDAP directory).
+pub fn upstream_login_succeeded(upstream: &str, client_id: &str, user: &str, ip: IpAddr) {
+    tracing::info!(target: "audit", event = "upstream_login_succeeded", upstream = %upstream, client_id = %client_id, user = %user, %ip);
+    count("upstream_login_succeeded");
+    let labels =
+        [("outcome", "succeeded".to_owned()), ("reason", "-".to_owned()), ("client_id", client_label(client_id))];
+    metrics::counter!("postern_logins_total", &labels).increment(1);
+}
+
+/// A sign-in through an upstream failed: `wrong_password`, `disabled_user`, `not_provisioned`,
+/// `unusable_name`, `name_taken`, `unreachable` or `misconfigured`.
+pub fn upstream_login_failed(upstream: &str, reason: &'static str, client_id: &str, ip: IpAddr) {
+    tracing::info!(target: "audit", event = "upstream_login_failed", upstream = %upstream, reason, client_id = %client_id, %ip);
+    count("upstream_login_failed");
+    let labels =
+        [("outcome", "failed".to_owned()), ("reason", reason.to_owned()), ("client_id", client_label(client_id))];
+    metrics::counter!("postern_logins_total", &labels).increment(1);
+}
+
 /// A sign-in was held back: `failures` (too many failed attempts) or `busy` (too many at once).
 pub fn login_throttled(reason: &'static str, client_id: &str, ip: IpAddr) {
     tracing::info!(target: "audit", event = "login_throttled", reason, client_id = %client_id, %ip);

@@ -13,7 +13,8 @@ use crate::keys::KeySet;
 use crate::password::Passwords;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{copy, Client, ClientSource, Database, NewUser, Store, StoreError};
+use crate::store::{copy, Client, ClientSource, Database, NewUser, Store, StoreError, UpstreamIdentity};
+use crate::upstream::Upstreams;
 use crate::users::{check_group, normalize_username};
 use crate::{server, tokens};
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// Move the database.
     #[command(subcommand)]
     Database(DatabaseCommand),
+    /// Check the upstream identity providers (LDAP directories).
+    #[command(subcommand)]
+    Upstream(UpstreamCommand),
     /// Read a secret from standard input and print its argon2id hash, for `secret_hash` in the config.
     HashSecret,
     /// Ask the server at `listen` whether it is ready (exit status 0) or not (1): for container health
@@ -65,6 +69,22 @@ pub enum KeysCommand {
     /// a new key is put first in the key file, every private key is re-sealed, then the old key is
     /// dropped. A running server follows within seconds.
     RotateEncryptionKey,
+}
+
+/// `postern upstream …`
+#[derive(Debug, Subcommand)]
+pub enum UpstreamCommand {
+    /// List the configured upstreams.
+    List,
+    /// Connect to an upstream and report what is wrong (TLS, DNS, credentials, search base); with
+    /// --user, show what Postern would make of that person.
+    Test {
+        /// The upstream's id (`[upstreams.<id>]`).
+        id: String,
+        /// A name to look up, as the person would type it into the login form.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 /// `postern database …`
@@ -118,7 +138,18 @@ pub enum UserCommand {
         /// Login name.
         username: String,
     },
-    /// Show a user's groups, or replace them with the ones given.
+    /// Link an upstream identity to an existing user, who may then sign in through that upstream too.
+    Link {
+        /// Login name of the Postern user.
+        username: String,
+        /// The upstream's id (`[upstreams.<id>]`).
+        upstream: String,
+        /// The person's name at the upstream (LDAP: what they type to sign in), looked up there.
+        #[arg(long = "as")]
+        name: String,
+    },
+    /// Show a user's groups, or replace them with the ones given (an upstream's groups replace them
+    /// again at that upstream's next sign-in).
     Groups {
         /// Login name.
         username: String,
@@ -202,7 +233,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys(&config, command).await,
         Command::Client(command) => client(&config, command).await,
         Command::Database(command) => database(command).await,
+        Command::Upstream(command) => upstream(&config, command).await,
     }
+}
+
+async fn upstream(config: &Config, command: UpstreamCommand) -> anyhow::Result<()> {
+    let upstreams = Upstreams::new(config).map_err(anyhow::Error::msg)?;
+    match command {
+        UpstreamCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<16} {:<6} {:<28} WHERE", "ID", "KIND", "NAME")?;
+            for directory in &upstreams.directories {
+                writeln!(
+                    out,
+                    "{:<16} {:<6} {:<28} {}",
+                    directory.id, "ldap", directory.config.name, directory.config.url
+                )?;
+            }
+        }
+        UpstreamCommand::Test { id, user } => {
+            let directory =
+                upstreams.directory(&id).with_context(|| format!("no upstream `{id}` in the configuration"))?;
+            let url = &directory.config.url;
+            directory.check().await.with_context(|| format!("{id} ({url})"))?;
+            let account = directory.config.bind_dn.as_deref().unwrap_or("anonymous");
+            println!("{id}: connected to {url}, bound as {account}, user_base found");
+            if let Some(name) = user {
+                let person = directory
+                    .lookup(&name)
+                    .await
+                    .with_context(|| format!("{id}: looking up {name}"))?
+                    .with_context(|| format!("{id}: user_filter finds nobody named {name} under user_base"))?;
+                println!("entry:          {}", person.locator.as_deref().unwrap_or("-"));
+                println!("id ({}): {}", directory.config.id_attribute, person.subject);
+                match normalize_username(&person.name) {
+                    Ok(username) => println!("username:       {username} (if free; see `postern user list`)"),
+                    Err(e) => println!("username:       none: `{}` {e}", person.name),
+                }
+                println!("name:           {}", person.display_name);
+                println!("email:          {}", person.email.as_deref().unwrap_or("-"));
+                println!("groups:         {}", person.groups.join(","));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn database(command: DatabaseCommand) -> anyhow::Result<()> {
@@ -324,20 +398,57 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             println!("password of {username} changed; their sessions ended and their tokens were revoked");
         }
         UserCommand::List => {
+            let identities = store.list_upstream_identities().await?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<24} {:<24} {:<32} {:<8} GROUPS", "USERNAME", "NAME", "EMAIL", "STATUS")?;
+            writeln!(out, "{:<24} {:<24} {:<32} {:<8} {:<16} GROUPS", "USERNAME", "NAME", "EMAIL", "STATUS", "SOURCE")?;
             for u in store.list_users().await? {
                 let status = if u.disabled { "disabled" } else { "active" };
                 let email = u.email.as_deref().unwrap_or("-");
+                // Where the user signs in: a password of Postern's own ("local"), and each linked upstream.
+                let mut sources: Vec<&str> = u.has_password().then_some("local").into_iter().collect();
+                sources.extend(identities.iter().filter(|i| i.user_id == u.id).map(|i| i.upstream.as_str()));
                 writeln!(
                     out,
-                    "{:<24} {:<24} {:<32} {:<8} {}",
+                    "{:<24} {:<24} {:<32} {:<8} {:<16} {}",
                     u.username,
                     u.display_name,
                     email,
                     status,
+                    sources.join(","),
                     u.groups.join(",")
                 )?;
+            }
+        }
+        UserCommand::Link { username, upstream, name } => {
+            let username = normalize_username(&username).map_err(anyhow::Error::msg)?;
+            let user =
+                store.user_by_name(&username).await?.ok_or_else(|| anyhow::anyhow!("no user named {username}"))?;
+            let upstreams = Upstreams::new(config).map_err(anyhow::Error::msg)?;
+            let directory = upstreams
+                .directory(&upstream)
+                .with_context(|| format!("no upstream `{upstream}` in the configuration"))?;
+            let person = directory
+                .lookup(&name)
+                .await
+                .with_context(|| format!("{upstream}: looking up {name}"))?
+                .with_context(|| format!("{upstream}: nobody named {name}"))?;
+            let now = now();
+            let identity = UpstreamIdentity {
+                upstream: upstream.clone(),
+                subject: person.subject.clone(),
+                user_id: user.id,
+                name: person.name.clone(),
+                locator: person.locator.clone(),
+                created_at: now,
+                last_login_at: None,
+                checked_at: now,
+            };
+            match store.link_upstream_identity(&identity).await {
+                Ok(()) => println!("{username} may now sign in as {name} at {upstream} ({})", person.subject),
+                Err(StoreError::Conflict(_)) => {
+                    bail!("{name} at {upstream} is linked to an account already (see `postern user list`)")
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         UserCommand::Disable { username } => {

@@ -33,6 +33,7 @@ const KEYS: &[&str] = &[
     "argon2",
     "metrics",
     "clients",
+    "upstreams",
 ];
 
 /// Everything Postern reads from its configuration file and environment.
@@ -80,6 +81,102 @@ pub struct Config {
     /// Relying parties declared in the file, keyed by client id.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientConfig>,
+    /// Where else people may sign in (LDAP directories), keyed by an id of the operator's choosing.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+/// An upstream identity provider (`[upstreams.<id>]`), by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum UpstreamConfig {
+    /// An LDAP directory (OpenLDAP, Active Directory) checked by the password form.
+    Ldap(LdapConfig),
+}
+
+impl UpstreamConfig {
+    /// What the login page and logs call it.
+    pub fn display_name(&self) -> &str {
+        match self {
+            UpstreamConfig::Ldap(ldap) => &ldap.name,
+        }
+    }
+}
+
+/// An LDAP directory: find the person with a service account, then bind as them with their password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Shown to people (e.g. "Campus account").
+    #[serde(default = "defaults::ldap_name")]
+    pub name: String,
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `starttls = true`.
+    pub url: Url,
+    /// Upgrade an `ldap://` connection with StartTLS before anything is sent.
+    #[serde(default)]
+    pub starttls: bool,
+    /// CA certificates (PEM) that the directory's certificate must chain to; the system's when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Accept plain `ldap://` without StartTLS: passwords then cross the network in the clear.
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// The service account that searches for people; anonymous search when unset.
+    pub bind_dn: Option<String>,
+    /// Its password (prefer `bind_password_file` or `POSTERN_UPSTREAMS__<ID>__BIND_PASSWORD`).
+    pub bind_password: Option<Secret>,
+    /// A file holding its password (trailing newline ignored).
+    pub bind_password_file: Option<PathBuf>,
+    /// Where people are searched (subtree).
+    pub user_base: String,
+    /// Which entry is the person: `{username}` becomes the name typed, escaped (RFC 4515).
+    #[serde(default = "defaults::ldap_user_filter")]
+    pub user_filter: String,
+    /// The attribute that identifies a person for good, whatever renames: `entryUUID` (OpenLDAP),
+    /// `objectGUID` (Active Directory).
+    #[serde(default = "defaults::ldap_id_attribute")]
+    pub id_attribute: String,
+    /// The attribute whose value becomes the Postern username of a new account.
+    #[serde(default = "defaults::ldap_username_attribute")]
+    pub username_attribute: String,
+    /// The display name's attribute.
+    #[serde(default = "defaults::ldap_name_attribute")]
+    pub name_attribute: String,
+    /// The e-mail address's attribute (vouched for by the directory: `email_verified` is true).
+    #[serde(default = "defaults::ldap_email_attribute")]
+    pub email_attribute: String,
+    /// The person's attribute that lists their groups' DNs (`memberOf`), when `group_base` is unset.
+    #[serde(default = "defaults::ldap_groups_attribute")]
+    pub groups_attribute: String,
+    /// Find groups by searching here instead (subtree), with `group_filter`.
+    pub group_base: Option<String>,
+    /// Which entries under `group_base` are the person's groups: `{dn}` becomes their DN, escaped.
+    #[serde(default = "defaults::ldap_group_filter")]
+    pub group_filter: String,
+    /// The attribute of a group entry that names it (`cn`); for `memberOf`, the DN's first value.
+    #[serde(default = "defaults::ldap_group_name_attribute")]
+    pub group_name_attribute: String,
+    /// Only these directory groups are imported (all when empty), compared before `group_prefix`.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// Put before every imported group's name (e.g. `campus:`), apart from `static_groups`.
+    #[serde(default)]
+    pub group_prefix: String,
+    /// Groups every person from this directory gets.
+    #[serde(default)]
+    pub static_groups: Vec<String>,
+    /// Create a Postern account at a person's first sign-in; when false, an operator links them first.
+    #[serde(default = "defaults::yes")]
+    pub provision: bool,
+    /// A refresh re-reads the person and their groups when the last read is older than this (seconds).
+    #[serde(default = "defaults::ldap_recheck_interval")]
+    pub recheck_interval: u64,
+    /// While the directory cannot be reached, refreshes go on with the last groups read for this long
+    /// (seconds since that read), then fail.
+    #[serde(default = "defaults::ldap_offline_grace")]
+    pub offline_grace: u64,
+    /// Seconds any one connection or operation may take.
+    #[serde(default = "defaults::ldap_timeout")]
+    pub timeout: u64,
 }
 
 /// Where the login UI lives and how it presents itself.
@@ -265,6 +362,42 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn ldap_name() -> String {
+        "Directory account".into()
+    }
+    pub fn ldap_user_filter() -> String {
+        "(&(objectClass=person)(uid={username}))".into()
+    }
+    pub fn ldap_id_attribute() -> String {
+        "entryUUID".into()
+    }
+    pub fn ldap_username_attribute() -> String {
+        "uid".into()
+    }
+    pub fn ldap_name_attribute() -> String {
+        "cn".into()
+    }
+    pub fn ldap_email_attribute() -> String {
+        "mail".into()
+    }
+    pub fn ldap_groups_attribute() -> String {
+        "memberOf".into()
+    }
+    pub fn ldap_group_filter() -> String {
+        "(member={dn})".into()
+    }
+    pub fn ldap_group_name_attribute() -> String {
+        "cn".into()
+    }
+    pub fn ldap_recheck_interval() -> u64 {
+        300
+    }
+    pub fn ldap_offline_grace() -> u64 {
+        24 * 3600
+    }
+    pub fn ldap_timeout() -> u64 {
+        5
+    }
 }
 
 /// A configuration that cannot be used, with the key at fault.
@@ -370,6 +503,12 @@ impl Config {
         for (id, client) in &self.clients {
             client.validate(id)?;
         }
+        for (id, upstream) in &self.upstreams {
+            check_upstream_id(id).map_err(|m| invalid(format!("upstreams.{id}"), m))?;
+            match upstream {
+                UpstreamConfig::Ldap(ldap) => ldap.validate(id)?,
+            }
+        }
         Ok(())
     }
 
@@ -453,6 +592,100 @@ fn check_base_url(key: &str, url: &Url) -> Result<(), ConfigError> {
         return Err(invalid(key, "must not contain credentials"));
     }
     Ok(())
+}
+
+/// An upstream's id: 1-32 lower-case ASCII letters, digits or `-`, starting with a letter (it names
+/// the upstream in URLs, logs and, on a name collision, in usernames).
+pub fn check_upstream_id(id: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&id.len())
+        && id.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("an upstream id is 1-32 lower-case ASCII letters, digits or '-', starting with a letter".into())
+    }
+}
+
+impl LdapConfig {
+    fn validate(&self, id: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("upstreams.{id}.{field}");
+        match self.url.scheme() {
+            "ldaps" if self.starttls => return Err(invalid(key("starttls"), "StartTLS is for ldap:// URLs")),
+            "ldaps" => {}
+            "ldap" if self.starttls || self.allow_insecure => {}
+            "ldap" => {
+                return Err(invalid(
+                    key("url"),
+                    "ldap:// sends passwords in the clear: use ldaps://, or starttls = true (allow_insecure = true only for a test directory)",
+                ))
+            }
+            _ => return Err(invalid(key("url"), "must be an ldaps:// or ldap:// URL")),
+        }
+        if self.url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(key("url"), "must name a host"));
+        }
+        if !matches!(self.url.path(), "" | "/") || self.url.query().is_some() {
+            return Err(invalid(key("url"), "must be scheme://host[:port] only (the search base is user_base)"));
+        }
+        if self.name.trim().is_empty() {
+            return Err(invalid(key("name"), "must not be empty"));
+        }
+        if self.bind_password.is_some() && self.bind_password_file.is_some() {
+            return Err(invalid(key("bind_password"), "set either bind_password or bind_password_file, not both"));
+        }
+        if self.bind_dn.is_none() && (self.bind_password.is_some() || self.bind_password_file.is_some()) {
+            return Err(invalid(key("bind_dn"), "a bind password needs the bind_dn it belongs to"));
+        }
+        if self.bind_dn.is_some() && self.bind_password.is_none() && self.bind_password_file.is_none() {
+            return Err(invalid(key("bind_password"), "the service account needs bind_password or bind_password_file"));
+        }
+        if self.user_base.trim().is_empty() {
+            return Err(invalid(key("user_base"), "must name where people are searched"));
+        }
+        if !self.user_filter.contains("{username}") {
+            return Err(invalid(key("user_filter"), "must contain {username}"));
+        }
+        if ldap3::parse_filter(self.user_filter.replace("{username}", "x")).is_err() {
+            return Err(invalid(key("user_filter"), "is not a valid LDAP filter (RFC 4515)"));
+        }
+        if self.group_base.is_some() {
+            if !self.group_filter.contains("{dn}") {
+                return Err(invalid(key("group_filter"), "must contain {dn}"));
+            }
+            if ldap3::parse_filter(self.group_filter.replace("{dn}", "x")).is_err() {
+                return Err(invalid(key("group_filter"), "is not a valid LDAP filter (RFC 4515)"));
+            }
+        }
+        for attribute in [
+            &self.id_attribute,
+            &self.username_attribute,
+            &self.name_attribute,
+            &self.email_attribute,
+            &self.groups_attribute,
+            &self.group_name_attribute,
+        ] {
+            if attribute.is_empty() || !attribute.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b';') {
+                return Err(invalid(key("attributes"), format!("`{attribute}` is not an attribute name")));
+            }
+        }
+        for group in &self.static_groups {
+            crate::users::check_group(group).map_err(|m| invalid(key("static_groups"), m))?;
+        }
+        if !self.group_prefix.is_empty() {
+            crate::users::check_group(&format!("{}x", self.group_prefix))
+                .map_err(|m| invalid(key("group_prefix"), m))?;
+        }
+        for (field, value) in [("recheck_interval", self.recheck_interval), ("offline_grace", self.offline_grace)] {
+            if !(1..=10 * 365 * 24 * 3600).contains(&value) {
+                return Err(invalid(key(field), "must be between 1 second and 10 years"));
+            }
+        }
+        if !(1..=120).contains(&self.timeout) {
+            return Err(invalid(key("timeout"), "must be between 1 and 120 seconds"));
+        }
+        Ok(())
+    }
 }
 
 impl ClientConfig {

@@ -15,4 +15,5 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
+pub mod upstream;
 pub mod users;

@@ -40,6 +40,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let upstreams = crate::upstream::Upstreams::new(&config).map_err(|e| anyhow::anyhow!(e))?;
     let kek = config.key_encryption_key(true)?;
     let keys = Keys::new(KeySet::load(store.as_ref(), &kek, config.tokens.signing_alg, now(), lifetime).await?);
     let listener =
@@ -60,6 +61,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         client_throttle: Arc::new(Throttle::client_secrets().shared(store.clone())),
         verified_secrets: Arc::default(),
+        upstreams: Arc::new(upstreams),
     };
     tokio::spawn(purge_periodically(store.clone()));
     tokio::spawn(reload_keys_periodically(store, keys, state.config.clone(), lifetime));

@@ -1,5 +1,6 @@
 //! `postern database copy`: a site on SQLite moves to PostgreSQL without anyone noticing — users,
-//! clients, keys, sessions, tokens and throttle counts all arrive. Runs in the PostgreSQL pass.
+//! upstream identities, clients, keys, sessions, tokens and throttle counts all arrive. Runs in the
+//! PostgreSQL pass.
 
 mod common;
 
@@ -7,9 +8,10 @@ use common::*;
 use oauth2::{RefreshToken, TokenResponse as _};
 use serde_json::Value;
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "users",
     "user_groups",
+    "upstream_identities",
     "clients",
     "signing_keys",
     "authorization_requests",
@@ -35,7 +37,9 @@ async fn an_sqlite_site_moves_to_postgresql_with_its_users_clients_keys_sessions
     let Some(cluster) = postgres_server() else {
         return println!("copying into PostgreSQL needs one: this test runs in the PostgreSQL pass of scripts/test");
     };
-    let mut server = Server::start_on_sqlite(r#"trusted_proxies = ["127.0.0.1"]"#);
+    let directory = Directory::start().await;
+    let mut server =
+        Server::start_on_sqlite(&format!("trusted_proxies = [\"127.0.0.1\"]\n{}", directory.upstream("campus", "")));
     server.add_user("ada", &["staff"]);
     let added = server.cli(&["client", "add", "notebook", "--redirect-uri", "https://nb.example/cb"], "");
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
@@ -47,6 +51,9 @@ async fn an_sqlite_site_moves_to_postgresql_with_its_users_clients_keys_sessions
     let back = login(&browser, &server, &auth.url, "ada", PASSWORD).await;
     let tokens = exchange(&hub, &back, auth.verifier).await;
     let id_token = tokens.extra_fields().id_token.clone().unwrap();
+    // Someone from the directory, whose account links them to it.
+    let auth_alice = authorization(&hub, &[]);
+    login(&common::browser(), &server, &auth_alice.url, "alice", "alice-pw").await;
     let stranger = pending_handle(&common::browser(), &server).await;
     assert_eq!(login_from(&server, &stranger, "ada", "wrong", "203.0.113.9").await, 401);
     server.stop();
@@ -101,6 +108,13 @@ async fn an_sqlite_site_moves_to_postgresql_with_its_users_clients_keys_sessions
     assert!(String::from_utf8_lossy(&clients.stdout).contains("notebook"));
     server.add_user("bob", &[]);
     let mut db = server.db().await;
-    assert_eq!(db.number("SELECT count(*) FROM users").await, 2);
-    assert_eq!(db.number("SELECT count(*) FROM throttle_counts WHERE failures > 0").await, before[9]);
+    assert_eq!(db.number("SELECT count(*) FROM users").await, 3);
+    // The directory person signs in to the same account on PostgreSQL.
+    let auth_alice = authorization(&hub, &[]);
+    login(&common::browser(), &server, &auth_alice.url, "alice", "alice-pw").await;
+    assert_eq!(db.number("SELECT count(*) FROM users").await, 3, "alice's account was found, not made again");
+    assert_eq!(
+        db.number("SELECT count(*) FROM throttle_counts WHERE failures > 0").await,
+        before[TABLES.iter().position(|t| *t == "throttle_counts").unwrap()]
+    );
 }

@@ -154,6 +154,10 @@ pub enum ErrorCode {
     TooManyAttempts,
     /// Something failed on the server.
     ServerError,
+    /// The upstream that vouches for the account (an LDAP directory) cannot be asked just now.
+    UpstreamUnavailable,
+    /// The upstream knows the person, but they cannot sign in here (disabled, no account made for them).
+    AccountUnavailable,
 }
 
 /// The body of every error answer of the login API.

@@ -178,6 +178,8 @@ impl IntoResponse for Error {
                     InvalidRequest => StatusCode::BAD_REQUEST,
                     TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
                     ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+                    UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    AccountUnavailable => StatusCode::FORBIDDEN,
                 };
                 no_store((status, Json(shared::ErrorBody { error: code, message })).into_response())
             }

@@ -12,9 +12,11 @@ use super::error::no_store;
 use super::{authorize, now, AppState, Error};
 use crate::audit;
 use crate::claims::parse_scope;
-use crate::store::{AuthorizationRequest, RequestLogin, Timestamp};
+use crate::store::{AuthorizationRequest, RequestLogin, StoreError, Timestamp, User};
 use crate::throttle::Refusal;
 use crate::tokens;
+use crate::upstream::ldap::Check;
+use crate::upstream::{accounts, UpstreamError};
 
 /// Seconds the browser has to follow the login's redirect.
 const TICKET_LIFETIME: Timestamp = 60;
@@ -77,9 +79,16 @@ pub async fn login(
     // argon2 work for each, so neither the response nor its timing tells them apart.
     // Admitted by the throttle before the password is checked: attempts beyond what failures could
     // still afford wait for those ahead of them. Names no account can have share one key, so that the
-    // throttle's tables stay small whatever is sent.
-    let username = normalize_username(&login.username).ok();
-    let attempt = match state.login_throttle.attempt(username.as_deref().unwrap_or_default(), ip).await {
+    // throttle's tables stay small whatever is sent; with a directory configured, any name of
+    // reasonable length may be someone's there.
+    let typed = login.username.trim();
+    let username = normalize_username(typed).ok();
+    let directory_name = (!state.upstreams.directories.is_empty()
+        && (1..=MAX_DIRECTORY_NAME).contains(&typed.len())
+        && !typed.chars().any(char::is_control))
+    .then(|| typed.to_lowercase());
+    let throttle_name = username.as_deref().or(directory_name.as_deref()).unwrap_or_default();
+    let attempt = match state.login_throttle.attempt(throttle_name, ip).await {
         Ok(attempt) => attempt,
         Err(refusal) => {
             let reason = match refusal {
@@ -101,25 +110,67 @@ pub async fn login(
         },
         None => None,
     };
-    let password_ok =
-        state.passwords.verify(login.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await;
-    let user = match user {
-        Some(user) if password_ok && !user.disabled => user,
-        other => {
-            let reason = match other {
-                None => "unknown_user",
-                Some(u) if u.disabled && password_ok => "disabled_user",
-                Some(_) => "wrong_password",
-            };
+    // Accounts without a password of Postern's own (people from a directory) get the dummy check too.
+    let local_hash = user.as_ref().filter(|u| u.has_password()).map(|u| u.password_hash.clone());
+    let password_ok = state.passwords.verify(login.password.clone(), local_hash).await;
+    let invalid = || Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into());
+    let (user, upstream) = match user {
+        Some(user) if password_ok && !user.disabled => (user, None),
+        Some(_) if password_ok => {
             attempt.failed().await;
-            audit::login_failed(reason, &request.client_id, Some(ip));
-            return Err(Error::Login(ErrorCode::InvalidCredentials, "Incorrect username or password.".into()));
+            audit::login_failed("disabled_user", &request.client_id, Some(ip));
+            return Err(invalid());
+        }
+        local => {
+            // Not a local password: the directories, in turn, know the name or not.
+            let had_local_password = local.as_ref().is_some_and(|u| u.has_password());
+            match directory_sign_in(&state, directory_name.as_deref().map(|_| typed), &login.password).await {
+                DirectoryOutcome::SignedIn(directory, user) => (user, Some(directory)),
+                DirectoryOutcome::Refused(directory, refusal) => {
+                    audit::upstream_login_failed(&directory, refusal.reason(), &request.client_id, ip);
+                    if refusal == accounts::Refusal::Disabled {
+                        attempt.failed().await;
+                        return Err(invalid());
+                    }
+                    // The password was right: nothing to count, and no address to remember either.
+                    attempt.abandoned();
+                    return Err(Error::Login(ErrorCode::AccountUnavailable, refusal.message().into()));
+                }
+                DirectoryOutcome::StoreFailed(e) => {
+                    attempt.abandoned();
+                    return Err(e.into());
+                }
+                DirectoryOutcome::WrongPassword(directory) => {
+                    attempt.failed().await;
+                    audit::upstream_login_failed(&directory, "wrong_password", &request.client_id, ip);
+                    return Err(invalid());
+                }
+                DirectoryOutcome::Unavailable(failures) if !had_local_password => {
+                    // Nothing was checked: an outage counts against nobody.
+                    attempt.abandoned();
+                    for (directory, error) in &failures {
+                        tracing::warn!(upstream = %directory, error = %error, "directory sign-in failed");
+                        audit::upstream_login_failed(directory, error.reason(), &request.client_id, ip);
+                    }
+                    return Err(Error::Login(
+                        ErrorCode::UpstreamUnavailable,
+                        "The directory that checks this account cannot be reached just now. Try again in a few minutes."
+                            .into(),
+                    ));
+                }
+                DirectoryOutcome::Unavailable(_) | DirectoryOutcome::Unknown => {
+                    let reason = if local.is_some() { "wrong_password" } else { "unknown_user" };
+                    attempt.failed().await;
+                    audit::login_failed(reason, &request.client_id, Some(ip));
+                    return Err(invalid());
+                }
+            }
         }
     };
     attempt.succeeded().await;
     // A hash from older argon2 parameters is replaced now that the password is at hand, so that old
     // accounts and unknown names cost the same to check.
-    if state.passwords.needs_rehash(&user.password_hash) {
+    if upstream.is_none() && state.passwords.needs_rehash(&user.password_hash) {
         let upgraded = state.passwords.hash(login.password).await;
         state.store.upgrade_password_hash(user.id, &user.password_hash, &upgraded).await?;
         tracing::info!(user = %user.username, "password hash upgraded to the current argon2 parameters");
@@ -138,9 +189,58 @@ pub async fn login(
     if !state.store.authenticate_request(&request.id, &signed_in, now).await? {
         return Err(not_found());
     }
-    audit::login_succeeded(&request.client_id, &user.username, ip);
+    match &upstream {
+        Some(directory) => audit::upstream_login_succeeded(directory, &request.client_id, &user.username, ip),
+        None => audit::login_succeeded(&request.client_id, &user.username, ip),
+    }
     let redirect_to = authorize::with_query(&state.config.endpoint("/authorize/resume"), &[("ticket", &ticket)]);
     Ok(no_store(Json(LoginResponse { redirect_to }).into_response()))
+}
+
+/// Longest name the password form passes to a directory.
+const MAX_DIRECTORY_NAME: usize = 256;
+
+/// What the configured directories made of a name and password.
+enum DirectoryOutcome {
+    /// A directory vouched for the person (its id), and this is their Postern user.
+    SignedIn(String, User),
+    /// A directory vouched for them, and they still cannot sign in.
+    Refused(String, accounts::Refusal),
+    /// A directory knows the name, and the password is not theirs.
+    WrongPassword(String),
+    /// No directory knows the name.
+    Unknown,
+    /// No directory knows the name, and these could not be asked.
+    Unavailable(Vec<(String, UpstreamError)>),
+    /// The store failed while the account was looked up or made.
+    StoreFailed(StoreError),
+}
+
+/// Asks each directory in turn about `name` (none when the name cannot be a directory's).
+async fn directory_sign_in(state: &AppState, name: Option<&str>, password: &str) -> DirectoryOutcome {
+    let Some(name) = name else { return DirectoryOutcome::Unknown };
+    let mut failures = Vec::new();
+    for directory in &state.upstreams.directories {
+        let id = directory.id.clone();
+        match directory.check_password(name, password).await {
+            Ok(Check::UnknownUser) => {}
+            Ok(Check::WrongPassword) => return DirectoryOutcome::WrongPassword(id),
+            Ok(Check::Authenticated(person)) => {
+                let provision = directory.config.provision;
+                return match accounts::sign_in(state.store.as_ref(), &id, provision, &person, now()).await {
+                    Ok(Ok(user)) => DirectoryOutcome::SignedIn(id, user),
+                    Ok(Err(refusal)) => DirectoryOutcome::Refused(id, refusal),
+                    Err(e) => DirectoryOutcome::StoreFailed(e),
+                };
+            }
+            Err(e) => failures.push((id, e)),
+        }
+    }
+    if failures.is_empty() {
+        DirectoryOutcome::Unknown
+    } else {
+        DirectoryOutcome::Unavailable(failures)
+    }
 }
 
 /// `/api/…` paths that do not exist: a JSON 404 rather than the UI's index page.

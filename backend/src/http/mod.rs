@@ -61,6 +61,8 @@ pub struct AppState {
     pub verified_secrets: Arc<client_auth::VerifiedSecrets>,
     /// The discovery document, serialised once.
     pub discovery: axum::body::Bytes,
+    /// Upstream identity providers.
+    pub upstreams: Arc<crate::upstream::Upstreams>,
 }
 
 impl AppState {

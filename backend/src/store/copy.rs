@@ -1,7 +1,7 @@
-//! `postern database copy`: moves everything an SQLite database holds (users and groups, clients,
-//! sealed signing keys, pending sign-ins, sessions, grants and their tokens, throttle counts) into an
-//! empty PostgreSQL database, in one transaction, so that a site can go from one process to replicas
-//! without signing anyone out.
+//! `postern database copy`: moves everything an SQLite database holds (users, groups and upstream
+//! identities, clients, sealed signing keys, pending sign-ins, sessions, grants and their tokens,
+//! throttle counts) into an empty PostgreSQL database, in one transaction, so that a site can go from
+//! one process to replicas without signing anyone out.
 
 use sqlx::postgres::PgArguments;
 use sqlx::sqlite::SqliteRow;
@@ -50,6 +50,20 @@ const TABLES: &[(&str, Columns, &str)] = &[
         "id",
     ),
     ("user_groups", &[("user_id", Int), ("name", Text)], "user_id, name"),
+    (
+        "upstream_identities",
+        &[
+            ("upstream", Text),
+            ("subject", Text),
+            ("user_id", Int),
+            ("name", Text),
+            ("locator", Text),
+            ("created_at", Int),
+            ("last_login_at", Int),
+            ("checked_at", Int),
+        ],
+        "upstream, subject",
+    ),
     (
         "clients",
         &[

@@ -57,6 +57,38 @@ impl Store for Metered {
         timed("set_groups", self.0.set_groups(username, groups)).await
     }
 
+    async fn upstream_identity(&self, upstream: &str, subject: &str) -> StoreResult<Option<(UpstreamIdentity, User)>> {
+        timed("upstream_identity", self.0.upstream_identity(upstream, subject)).await
+    }
+
+    async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>> {
+        timed("list_upstream_identities", self.0.list_upstream_identities()).await
+    }
+
+    async fn create_upstream_user(
+        &self,
+        user: NewUser,
+        identity: &UpstreamIdentity,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        timed("create_upstream_user", self.0.create_upstream_user(user, identity, now)).await
+    }
+
+    async fn link_upstream_identity(&self, identity: &UpstreamIdentity) -> StoreResult<()> {
+        timed("link_upstream_identity", self.0.link_upstream_identity(identity)).await
+    }
+
+    async fn record_upstream_profile(
+        &self,
+        upstream: &str,
+        subject: &str,
+        profile: &UpstreamProfile,
+        sign_in: bool,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        timed("record_upstream_profile", self.0.record_upstream_profile(upstream, subject, profile, sign_in, now)).await
+    }
+
     async fn upsert_client(&self, client: &Client, now: Timestamp) -> StoreResult<()> {
         timed("upsert_client", self.0.upsert_client(client, now)).await
     }

@@ -31,6 +31,19 @@ macro_rules! record_readers {
             })
         }
 
+        fn identity_from_row(row: &$row) -> Result<UpstreamIdentity, $error> {
+            Ok(UpstreamIdentity {
+                upstream: row.$get("upstream")?,
+                subject: row.$get("subject")?,
+                user_id: row.$get("identity_user_id")?,
+                name: row.$get("identity_name")?,
+                locator: row.$get("locator")?,
+                created_at: row.$get("identity_created_at")?,
+                last_login_at: row.$get("last_login_at")?,
+                checked_at: row.$get("checked_at")?,
+            })
+        }
+
         fn grant_from_row(row: &$row) -> Result<Grant, $error> {
             Ok(Grant {
                 id: row.$get("id")?,
@@ -48,6 +61,10 @@ macro_rules! record_readers {
         }
     };
 }
+
+/// An upstream identity's columns (table alias `i`), named apart from a user's.
+const IDENTITY_COLUMNS: &str = "i.upstream, i.subject, i.user_id AS identity_user_id, i.name AS identity_name, \
+     i.locator, i.created_at AS identity_created_at, i.last_login_at, i.checked_at";
 
 pub mod copy;
 pub mod metered;
@@ -223,6 +240,14 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
+impl User {
+    /// Whether the user has a password of Postern's own (people who sign in only through an upstream
+    /// have none).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+}
+
 /// A user to create.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -236,8 +261,46 @@ pub struct NewUser {
     pub email_verified: bool,
     /// Group names.
     pub groups: Vec<String>,
-    /// argon2id PHC string.
+    /// argon2id PHC string; empty for a user without a password of Postern's own.
     pub password_hash: String,
+}
+
+/// A person's identity at an upstream provider, and the Postern user it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamIdentity {
+    /// The upstream's id in the configuration (`[upstreams.<id>]`).
+    pub upstream: String,
+    /// The upstream's stable id for the person (LDAP `entryUUID`, OpenID Connect `sub`).
+    pub subject: String,
+    /// The Postern user.
+    pub user_id: i64,
+    /// The name the upstream knows them by (LDAP login name, OpenID Connect `preferred_username`).
+    pub name: String,
+    /// Where to read the person again (LDAP: the entry's DN).
+    pub locator: Option<String>,
+    /// When the identity was first seen or linked.
+    pub created_at: Timestamp,
+    /// The last sign-in through the upstream.
+    pub last_login_at: Option<Timestamp>,
+    /// When the upstream last confirmed the person and their groups.
+    pub checked_at: Timestamp,
+}
+
+/// What an upstream says about a person, copied onto their Postern user at every sign-in and check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamProfile {
+    /// The name the upstream knows them by.
+    pub name: String,
+    /// Where to read them again.
+    pub locator: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Whether the upstream vouches for the address.
+    pub email_verified: bool,
+    /// Groups, already mapped (prefix, allow-list, static groups), sorted.
+    pub groups: Vec<String>,
 }
 
 /// Where a client's registration comes from.
@@ -485,6 +548,33 @@ pub trait Store: Send + Sync + 'static {
     async fn set_disabled(&self, username: &str, disabled: bool, now: Timestamp) -> StoreResult<()>;
     /// Replaces a user's groups.
     async fn set_groups(&self, username: &str, groups: &[String]) -> StoreResult<()>;
+
+    /// Finds an upstream identity and the user it belongs to.
+    async fn upstream_identity(&self, upstream: &str, subject: &str) -> StoreResult<Option<(UpstreamIdentity, User)>>;
+    /// Every upstream identity, by user id then upstream.
+    async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>>;
+    /// Creates a user (no password: `user.password_hash` is ignored) with `identity` linked to it,
+    /// atomically (`identity.user_id` is ignored). `Conflict("user")` if the name is taken in any case,
+    /// `Conflict("upstream identity")` if the identity is linked already.
+    async fn create_upstream_user(
+        &self,
+        user: NewUser,
+        identity: &UpstreamIdentity,
+        now: Timestamp,
+    ) -> StoreResult<User>;
+    /// Links an upstream identity to an existing user; `Conflict("upstream identity")` if it is linked
+    /// to anyone already.
+    async fn link_upstream_identity(&self, identity: &UpstreamIdentity) -> StoreResult<()>;
+    /// Records what the upstream said about a linked person: their user's name, e-mail and groups
+    /// become the profile's, the identity is marked checked now (and signed in now, with `sign_in`).
+    async fn record_upstream_profile(
+        &self,
+        upstream: &str,
+        subject: &str,
+        profile: &UpstreamProfile,
+        sign_in: bool,
+        now: Timestamp,
+    ) -> StoreResult<()>;
 
     /// Creates or replaces a client.
     async fn upsert_client(&self, client: &Client, now: Timestamp) -> StoreResult<()>;

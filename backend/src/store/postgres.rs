@@ -150,6 +150,25 @@ async fn replace_groups(tx: &mut PgConnection, user_id: i64, groups: &[String]) 
     Ok(())
 }
 
+async fn insert_identity(conn: &mut PgConnection, identity: &UpstreamIdentity) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO upstream_identities (upstream, subject, user_id, name, locator, created_at, last_login_at, checked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&identity.upstream)
+    .bind(&identity.subject)
+    .bind(identity.user_id)
+    .bind(&identity.name)
+    .bind(&identity.locator)
+    .bind(identity.created_at)
+    .bind(identity.last_login_at)
+    .bind(identity.checked_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("upstream identity") } else { e.into() })?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User> {
@@ -223,6 +242,86 @@ impl Store for PostgresStore {
         let id = self.user_id(username).await?;
         let mut tx = self.pool.begin().await?;
         replace_groups(&mut tx, id, groups).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upstream_identity(&self, upstream: &str, subject: &str) -> StoreResult<Option<(UpstreamIdentity, User)>> {
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS}, {USER_COLUMNS} FROM upstream_identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.upstream = $1 AND i.subject = $2"
+        );
+        let row = sqlx::query(&sql).bind(upstream).bind(subject).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| Ok::<_, sqlx::Error>((identity_from_row(&r)?, user_from_row(&r)?))).transpose()?)
+    }
+
+    async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM upstream_identities i ORDER BY i.user_id, i.upstream");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(identity_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn create_upstream_user(
+        &self,
+        user: NewUser,
+        identity: &UpstreamIdentity,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, display_name, email, email_verified, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, '', $5) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(user.email_verified)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("user") } else { e.into() })?;
+        replace_groups(&mut tx, id, &user.groups).await?;
+        insert_identity(&mut tx, &UpstreamIdentity { user_id: id, ..identity.clone() }).await?;
+        tx.commit().await?;
+        self.user_by_id(id).await?.ok_or(StoreError::NotFound("user"))
+    }
+
+    async fn link_upstream_identity(&self, identity: &UpstreamIdentity) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_identity(&mut conn, identity).await
+    }
+
+    async fn record_upstream_profile(
+        &self,
+        upstream: &str,
+        subject: &str,
+        profile: &UpstreamProfile,
+        sign_in: bool,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let user_id: i64 = sqlx::query_scalar(
+            "UPDATE upstream_identities SET name = $1, locator = $2, checked_at = $3, \
+             last_login_at = CASE WHEN $4 THEN $3 ELSE last_login_at END \
+             WHERE upstream = $5 AND subject = $6 RETURNING user_id",
+        )
+        .bind(&profile.name)
+        .bind(&profile.locator)
+        .bind(now)
+        .bind(sign_in)
+        .bind(upstream)
+        .bind(subject)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("upstream identity"))?;
+        sqlx::query("UPDATE users SET display_name = $1, email = $2, email_verified = $3 WHERE id = $4")
+            .bind(&profile.display_name)
+            .bind(&profile.email)
+            .bind(profile.email_verified)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        replace_groups(&mut tx, user_id, &profile.groups).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -264,7 +264,27 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
 record_readers!(Row<'_>, get, rusqlite::Error);
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+fn insert_identity(tx: &Connection, identity: &UpstreamIdentity) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO upstream_identities (upstream, subject, user_id, name, locator, created_at, last_login_at, checked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        identity.upstream,
+        identity.subject,
+        identity.user_id,
+        identity.name,
+        identity.locator,
+        identity.created_at,
+        identity.last_login_at,
+        identity.checked_at
+    ])
+    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("upstream identity") } else { e.into() })?;
+    Ok(())
 }
 
 fn insert_token(tx: &Connection, table: &str, grant_id: i64, token: &NewToken) -> rusqlite::Result<()> {
@@ -390,6 +410,77 @@ impl Store for SqliteStore {
             let id = user_id(tx, username)?;
             tx.execute("DELETE FROM user_groups WHERE user_id = ?", [id])?;
             Ok(insert_groups(tx, id, groups)?)
+        })
+        .await
+    }
+
+    async fn upstream_identity(&self, upstream: &str, subject: &str) -> StoreResult<Option<(UpstreamIdentity, User)>> {
+        let sql = format!(
+            "SELECT {IDENTITY_COLUMNS}, {USER_COLUMNS} FROM upstream_identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.upstream = ? AND i.subject = ?"
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row([upstream, subject], |r| Ok((identity_from_row(r)?, user_from_row(r)?)))
+                .optional()
+        })
+    }
+
+    async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM upstream_identities i ORDER BY i.user_id, i.upstream");
+        self.read(|c| c.prepare(&sql)?.query_map([], identity_from_row)?.collect())
+    }
+
+    async fn create_upstream_user(
+        &self,
+        user: NewUser,
+        identity: &UpstreamIdentity,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        let id = self
+            .write(|tx| {
+                let id: i64 = tx
+                    .query_row(
+                        "INSERT INTO users (username, display_name, email, email_verified, password_hash, created_at) \
+                         VALUES (?, ?, ?, ?, '', ?) RETURNING id",
+                        params![user.username, user.display_name, user.email, user.email_verified, now],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("user") } else { e.into() })?;
+                insert_groups(tx, id, &user.groups)?;
+                insert_identity(tx, &UpstreamIdentity { user_id: id, ..identity.clone() })?;
+                Ok(id)
+            })
+            .await?;
+        self.user_by_id(id).await?.ok_or(StoreError::NotFound("user"))
+    }
+
+    async fn link_upstream_identity(&self, identity: &UpstreamIdentity) -> StoreResult<()> {
+        self.write(|tx| insert_identity(tx, identity)).await
+    }
+
+    async fn record_upstream_profile(
+        &self,
+        upstream: &str,
+        subject: &str,
+        profile: &UpstreamProfile,
+        sign_in: bool,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            let user_id: i64 = tx
+                .prepare_cached(
+                    "UPDATE upstream_identities SET name = ?, locator = ?, checked_at = ?3, \
+                     last_login_at = CASE WHEN ?4 THEN ?3 ELSE last_login_at END \
+                     WHERE upstream = ? AND subject = ? RETURNING user_id",
+                )?
+                .query_row(params![profile.name, profile.locator, now, sign_in, upstream, subject], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::NotFound("upstream identity"))?;
+            tx.prepare_cached("UPDATE users SET display_name = ?, email = ?, email_verified = ? WHERE id = ?")?
+                .execute(params![profile.display_name, profile.email, profile.email_verified, user_id])?;
+            tx.prepare_cached("DELETE FROM user_groups WHERE user_id = ?")?.execute([user_id])?;
+            Ok(insert_groups(tx, user_id, &profile.groups)?)
         })
         .await
     }

@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+mod directory;
+#[allow(unused_imports)]
+pub use directory::*;
+
 /// JupyterHub's callback, as registered for the `jupyterhub` test client.
 pub const HUB_CALLBACK: &str = "https://hub.example:8443/hub/oauth_callback";
 /// Where the `jupyterhub` test client may be sent after a logout.
@@ -143,8 +147,8 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts a server whose config is the standard test config plus `extra` TOML (top-level keys
-    /// must come before any table, so `extra` is placed first).
+    /// Starts a server whose config is the standard test config plus `extra` TOML (its top-level keys
+    /// are placed first, its tables last).
     pub fn start(extra: &str) -> Self {
         Self::start_as(extra, None)
     }
@@ -256,6 +260,13 @@ impl Server {
     }
 
     fn write_config(&self) {
+        // The extra's top-level keys go first, its tables last, so that tests may give either.
+        let split = self.extra.find("\n[").map(|i| i + 1).unwrap_or(if self.extra.starts_with('[') {
+            0
+        } else {
+            self.extra.len()
+        });
+        let (extra, tables) = self.extra.split_at(split);
         let config = format!(
             r#"{extra}
 issuer = "{issuer}"
@@ -282,8 +293,9 @@ require_pkce = false
 refresh_tokens = false
 scopes = ["openid", "profile"]
 redirect_uris = ["https://legacy.example/cb"]
+
+{tables}
 "#,
-            extra = self.extra,
             issuer = self.issuer,
             port = self.port,
             db = self.database,

@@ -1,0 +1,159 @@
+//! From a person an upstream vouched for to a Postern user.
+//!
+//! An upstream identity is keyed by (upstream, the upstream's stable id for the person), never by a
+//! name or an e-mail address. The first sign-in of an unknown identity creates a user (when the
+//! upstream provisions) named after the upstream's name for the person; if another account already
+//! has that name, the new one is `<name>-<upstream>` (then `-2`, `-3`, …): two people are never
+//! merged. Linking an identity to an existing account is the operator's (`postern user link`).
+
+use crate::store::{NewUser, Store, StoreError, StoreResult, Timestamp, UpstreamIdentity, UpstreamProfile, User};
+use crate::users::normalize_username;
+
+use super::Person;
+
+/// Usernames tried for a new account after the upstream's own name and `<name>-<upstream>`.
+const MAX_SUFFIX: u32 = 9;
+
+/// Why a person the upstream vouched for still cannot sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Their Postern account is disabled.
+    Disabled,
+    /// No account is linked, and this upstream does not create them.
+    NotProvisioned,
+    /// The upstream's name for them cannot become a username.
+    UnusableName,
+    /// Every username the rule allows is taken.
+    NameTaken,
+}
+
+impl Refusal {
+    /// The reason class audit events name.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Disabled => "disabled_user",
+            Refusal::NotProvisioned => "not_provisioned",
+            Refusal::UnusableName => "unusable_name",
+            Refusal::NameTaken => "name_taken",
+        }
+    }
+
+    /// What the person is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Disabled => "This account is disabled. Ask the administrator.",
+            Refusal::NotProvisioned => {
+                "Your account was recognised, but it has no access here yet. Ask the administrator to add you."
+            }
+            Refusal::UnusableName | Refusal::NameTaken => {
+                "Your account was recognised, but an account here could not be made for it. Ask the administrator."
+            }
+        }
+    }
+}
+
+/// The profile stored for a person.
+fn profile(person: &Person) -> UpstreamProfile {
+    UpstreamProfile {
+        name: person.name.clone(),
+        locator: person.locator.clone(),
+        display_name: person.display_name.clone(),
+        email: person.email.clone(),
+        email_verified: person.email_verified,
+        groups: person.groups.clone(),
+    }
+}
+
+/// Usernames a new account from `upstream` may take, in order.
+fn candidates(base: &str, upstream: &str) -> Vec<String> {
+    let mut names = vec![base.to_owned()];
+    for n in 1..=MAX_SUFFIX {
+        let suffix = if n == 1 { format!("-{upstream}") } else { format!("-{upstream}-{n}") };
+        // Within the 64 characters of a username, the base shortened if need be.
+        let keep = 64usize.saturating_sub(suffix.len()).min(base.len());
+        names.push(format!("{}{suffix}", base[..keep].trim_end_matches(['.', '_', '-'])));
+    }
+    names
+}
+
+/// Signs in a person `upstream` vouched for: their linked user with the upstream's profile applied,
+/// or a new user when the upstream provisions.
+pub async fn sign_in(
+    store: &dyn Store,
+    upstream: &str,
+    provision: bool,
+    person: &Person,
+    now: Timestamp,
+) -> StoreResult<Result<User, Refusal>> {
+    // Twice at most: a first sign-in racing another one of the same person finds it linked after all.
+    for _ in 0..2 {
+        if let Some((_, user)) = store.upstream_identity(upstream, &person.subject).await? {
+            if user.disabled {
+                return Ok(Err(Refusal::Disabled));
+            }
+            store.record_upstream_profile(upstream, &person.subject, &profile(person), true, now).await?;
+            return Ok(Ok(User {
+                display_name: person.display_name.clone(),
+                email: person.email.clone(),
+                email_verified: person.email_verified,
+                groups: person.groups.clone(),
+                ..user
+            }));
+        }
+        if !provision {
+            return Ok(Err(Refusal::NotProvisioned));
+        }
+        let Ok(base) = normalize_username(&person.name) else { return Ok(Err(Refusal::UnusableName)) };
+        let identity = UpstreamIdentity {
+            upstream: upstream.to_owned(),
+            subject: person.subject.clone(),
+            user_id: 0,
+            name: person.name.clone(),
+            locator: person.locator.clone(),
+            created_at: now,
+            last_login_at: Some(now),
+            checked_at: now,
+        };
+        let mut linked_meanwhile = false;
+        for username in candidates(&base, upstream) {
+            let user = NewUser {
+                username,
+                display_name: person.display_name.clone(),
+                email: person.email.clone(),
+                email_verified: person.email_verified,
+                groups: person.groups.clone(),
+                password_hash: String::new(),
+            };
+            match store.create_upstream_user(user, &identity, now).await {
+                Ok(user) => {
+                    tracing::info!(upstream, user = %user.username, "account created at the first sign-in");
+                    return Ok(Ok(user));
+                }
+                Err(StoreError::Conflict("user")) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    linked_meanwhile = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !linked_meanwhile {
+            return Ok(Err(Refusal::NameTaken));
+        }
+    }
+    Ok(Err(Refusal::NameTaken))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_name_gets_the_upstream_then_a_number() {
+        let names = candidates("alice", "campus");
+        assert_eq!(names[..3], ["alice", "alice-campus", "alice-campus-2"]);
+        assert_eq!(names.len(), 1 + MAX_SUFFIX as usize);
+        let long = "a".repeat(64);
+        assert!(candidates(&long, "campus").iter().all(|n| n.len() <= 64 && normalize_username(n).is_ok()));
+    }
+}

@@ -1,0 +1,114 @@
+//! Upstream identity providers: where else people sign in (an institution's LDAP directory), and
+//! how what they say becomes a Postern account.
+//!
+//! One module per kind of upstream; [`accounts`] turns a person an upstream vouched for into a
+//! Postern user, the same way whichever kind it is.
+
+pub mod accounts;
+pub mod ldap;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::config::{Config, UpstreamConfig};
+use crate::users::check_group;
+
+/// Why an upstream could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// It could not be reached: connection refused, DNS, TLS, no answer in time.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// It answered, but not as configured (service account refused, search base missing, several
+    /// entries for one name, an entry without its id attribute).
+    #[error("misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+impl UpstreamError {
+    /// The reason class audit events and metrics name.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Misconfigured(_) => "misconfigured",
+        }
+    }
+}
+
+/// A person as an upstream describes them, groups already mapped to Postern's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// The upstream's stable id for them.
+    pub subject: String,
+    /// The name the upstream knows them by.
+    pub name: String,
+    /// Where to read them again (LDAP: the DN).
+    pub locator: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Whether the upstream vouches for the address.
+    pub email_verified: bool,
+    /// Postern group names, sorted.
+    pub groups: Vec<String>,
+}
+
+/// Every configured upstream, ready to use.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    /// LDAP directories, in the order of their ids: the password form asks each in turn.
+    pub directories: Vec<Arc<ldap::Directory>>,
+}
+
+impl Upstreams {
+    /// Prepares every upstream in the configuration (reads CA and secret files; connects to nothing).
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let mut upstreams = Upstreams::default();
+        for (id, upstream) in &config.upstreams {
+            match upstream {
+                UpstreamConfig::Ldap(ldap) => upstreams
+                    .directories
+                    .push(Arc::new(ldap::Directory::new(id, ldap).map_err(|e| format!("upstreams.{id}: {e}"))?)),
+            }
+        }
+        Ok(upstreams)
+    }
+
+    /// The directory with this id.
+    pub fn directory(&self, id: &str) -> Option<&Arc<ldap::Directory>> {
+        self.directories.iter().find(|d| d.id == id)
+    }
+}
+
+/// Maps an upstream's group names to Postern's: only `allowed` ones (all when empty), each prefixed,
+/// names Postern cannot hold dropped; then the `fixed` groups every person of the upstream gets.
+pub fn map_groups(upstream: &[String], allowed: &[String], prefix: &str, fixed: &[String]) -> Vec<String> {
+    let mut groups = BTreeSet::new();
+    for name in upstream {
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == name) {
+            continue;
+        }
+        let group = format!("{prefix}{name}");
+        match check_group(&group) {
+            Ok(()) => {
+                groups.insert(group);
+            }
+            Err(_) => tracing::debug!(group = %group, "an upstream group name Postern cannot hold; skipped"),
+        }
+    }
+    groups.extend(fixed.iter().cloned());
+    groups.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_filtered_prefixed_and_completed() {
+        let upstream = ["staff".to_owned(), "students".to_owned(), "Lab, North".to_owned()];
+        assert_eq!(map_groups(&upstream, &[], "", &[]), ["staff", "students"], "names Postern cannot hold are dropped");
+        assert_eq!(map_groups(&upstream, &["staff".into()], "campus:", &["campus".into()]), ["campus", "campus:staff"]);
+    }
+}
