@@ -50,6 +50,12 @@ pub fn upstream_login_failed(upstream: &str, reason: &'static str, client_id: &s
     metrics::counter!("postern_logins_total", &labels).increment(1);
 }
 
+/// A refresh found that the directory no longer knows the person: their sessions and grants ended.
+pub fn upstream_account_gone(upstream: &str, client_id: &str, ip: IpAddr) {
+    tracing::info!(target: "audit", event = "upstream_account_gone", upstream = %upstream, client_id = %client_id, %ip, "sessions ended, grants revoked");
+    count("upstream_account_gone");
+}
+
 /// A sign-in was held back: `failures` (too many failed attempts) or `busy` (too many at once).
 pub fn login_throttled(reason: &'static str, client_id: &str, ip: IpAddr) {
     tracing::info!(target: "audit", event = "login_throttled", reason, client_id = %client_id, %ip);

@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use oauth2::TokenResponse as _;
+use std::time::Duration;
+
+use oauth2::{RefreshToken, TokenResponse as _};
 use serde_json::Value;
 
 /// Signs `username` in to the Hub with `password`; the claims the Hub would see in userinfo.
@@ -182,4 +184,144 @@ async fn starttls_works_and_plain_ldap_needs_the_operators_say_so() {
     assert!(error.contains("upstreams.campus.url") && error.contains("clear"), "{error}");
     let insecure = Server::start(&format!("{plain}allow_insecure = true\n"));
     assert_eq!(hub_sign_in(&insecure, "carol", "carol-pw").await["sub"], "carol");
+}
+
+/// Refreshes with `token` as the Hub; the new tokens, or the error's status and body.
+async fn refresh(server: &Server, token: &str) -> Result<(String, String), (u16, Value)> {
+    let response = token_form(
+        server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("client_id", "jupyterhub"),
+            ("client_secret", HUB_SECRET),
+        ],
+    )
+    .await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    if status != 200 {
+        return Err((status, body));
+    }
+    Ok((body["access_token"].as_str().unwrap().to_owned(), body["refresh_token"].as_str().unwrap().to_owned()))
+}
+
+async fn groups(server: &Server, access_token: &str) -> Value {
+    let info: Value = userinfo(server, access_token).await.json().await.unwrap();
+    info["groups"].clone()
+}
+
+#[tokio::test]
+async fn the_hubs_refresh_follows_the_directory_and_offboarding_needs_no_new_sign_in() {
+    let mut directory = Directory::start().await;
+    let server = Server::start(&directory.upstream("campus", "recheck_interval = 2\noffline_grace = 4\ntimeout = 2"));
+    let browser = browser();
+    let hub = hub_client(&server);
+    let auth = authorization(&hub, &[("scope", "openid profile groups")]);
+    let back = login(&browser, &server, &auth.url, "alice", "alice-pw").await;
+    let tokens = exchange(&hub, &back, auth.verifier).await;
+    let mut refresh_token = tokens.refresh_token().unwrap().secret().clone();
+    assert_eq!(groups(&server, tokens.access_token().secret()).await, serde_json::json!(["admins", "staff"]));
+
+    // Within the interval nothing is asked (times are whole seconds: under a second has passed, so at
+    // most one is counted); past it, the directory's groups arrive with the refresh.
+    directory.remove_from_group("staff", "alice").await;
+    let (access, next) = refresh(&server, &refresh_token).await.unwrap();
+    assert_eq!(groups(&server, &access).await, serde_json::json!(["admins", "staff"]), "not re-read yet");
+    refresh_token = next;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (access, next) = refresh(&server, &refresh_token).await.unwrap();
+    assert_eq!(groups(&server, &access).await, serde_json::json!(["admins"]), "re-read at the refresh");
+    refresh_token = next;
+
+    // The directory goes down: the last groups hold for the grace period, then refreshes fail, and
+    // nothing is rotated meanwhile.
+    directory.stop();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, next) = refresh(&server, &refresh_token).await.expect("within the grace period");
+    refresh_token = next;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, body) = refresh(&server, &refresh_token).await.unwrap_err();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    directory.resume();
+    let (_, next) = refresh(&server, &refresh_token).await.expect("the same token works once the directory is back");
+    refresh_token = next;
+
+    // Removed from the directory: the Hub's next refresh fails, and the browser's session is gone.
+    directory.delete_person("alice").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, body) = refresh(&server, &refresh_token).await.unwrap_err();
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert!(server.log().contains("upstream_account_gone"));
+    let again = authorization(&hub, &[]);
+    let page = location(&browser.get(again.url.clone()).send().await.unwrap());
+    assert_eq!(page.path(), "/login", "no single sign-on left: {page}");
+    assert_eq!(attempt(&server, "alice", "alice-pw", "127.0.0.1").await.0, 401);
+}
+
+#[tokio::test]
+async fn groups_found_by_a_group_search_are_filtered_and_prefixed() {
+    let directory = Directory::start().await;
+    let server = Server::start(&directory.upstream(
+        "campus",
+        &format!(
+            "group_base = \"ou=groups,{BASE}\"\ngroup_filter = \"(&(objectClass=groupOfNames)(member={{dn}}))\"\n\
+             allowed_groups = [\"staff\"]\ngroup_prefix = \"campus:\"\nstatic_groups = [\"hub-users\"]"
+        ),
+    ));
+    let claims = hub_sign_in(&server, "alice", "alice-pw").await;
+    assert_eq!(claims["groups"], serde_json::json!(["campus:staff", "hub-users"]));
+}
+
+#[tokio::test]
+async fn the_cli_tests_a_directory_and_links_a_person_to_an_existing_account() {
+    let directory = Directory::start().await;
+    let server = Server::start(&directory.upstream("campus", ""));
+    let list = cli_ok(&server, &["upstream", "list"]);
+    assert!(list.contains("campus") && list.contains("ldap") && list.contains(&directory.ldaps), "{list}");
+    let report = cli_ok(&server, &["upstream", "test", "campus", "--user", "alice"]);
+    for expected in
+        ["bound as cn=postern", "uid=alice,ou=people", "username:       alice", "admins,staff", "alice@example.org"]
+    {
+        assert!(report.contains(expected), "{expected}: {report}");
+    }
+    let nobody = server.cli(&["upstream", "test", "campus", "--user", "zed"], "");
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("finds nobody"));
+
+    // What is wrong is named: the service account's password, the search base.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    let broken = |from: &str, to: &str| {
+        std::fs::write(
+            &config,
+            format!("issuer = \"http://127.0.0.1:9\"\n{}", directory.upstream("campus", "").replace(from, to)),
+        )
+        .unwrap();
+        let out = run_cli(&config, &["upstream", "test", "campus"], "");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(broken(SERVICE_PASSWORD, "wrong-secret").contains("service account"));
+    assert!(broken("ou=people,", "ou=nobody,").contains("does not exist"));
+    assert!(broken(&directory.ldaps, "ldaps://127.0.0.1:9").contains("unreachable"));
+
+    // An operator links bob's directory account to the existing local account ada.
+    server.add_user("ada", &[]);
+    let linked = cli_ok(&server, &["user", "link", "ada", "campus", "--as", "bob"]);
+    assert!(linked.contains("ada may now sign in as bob"), "{linked}");
+    let claims = hub_sign_in(&server, "bob", "bob-pw").await;
+    assert_eq!(claims["sub"], "ada", "the directory person lands in the linked account");
+    assert_eq!(claims["groups"], serde_json::json!(["staff"]));
+    assert_eq!(hub_sign_in(&server, "ada", PASSWORD).await["sub"], "ada", "the local password still works");
+    let users = cli_ok(&server, &["user", "list"]);
+    assert!(users.lines().any(|l| l.starts_with("ada") && l.contains("local,campus")), "{users}");
+    // One directory person, one account.
+    server.add_user("eve", &[]);
+    let twice = server.cli(&["user", "link", "eve", "campus", "--as", "bob"], "");
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("linked to an account already"));
+    let unknown = server.cli(&["user", "link", "eve", "nowhere", "--as", "bob"], "");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no upstream `nowhere`"));
 }

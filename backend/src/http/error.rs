@@ -86,6 +86,9 @@ pub enum Error {
     /// The database cannot be reached just now (a restart, a failover): worth a retry. The detail is
     /// logged, not sent.
     Unavailable(String),
+    /// An upstream that must vouch for the account (a directory) cannot be asked, past its grace
+    /// period. The detail is logged, not sent.
+    UpstreamUnavailable(String),
 }
 
 impl Error {
@@ -227,6 +230,16 @@ impl IntoResponse for Error {
                 });
                 let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
+                no_store(response)
+            }
+            Error::UpstreamUnavailable(detail) => {
+                tracing::warn!(%detail, "upstream unavailable");
+                let body = json!({
+                    "error": OAuthCode::TemporarilyUnavailable.as_str(),
+                    "error_description": "The directory that vouches for this account cannot be reached. Try again later.",
+                });
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(60));
                 no_store(response)
             }
             Error::Internal(detail) => {

@@ -20,6 +20,7 @@ use crate::audit;
 use crate::claims::{has_scope, parse_scope, user_claims};
 use crate::store::{Client, Grant, NewToken, Timestamp, User};
 use crate::tokens::{self, pkce_s256_matches};
+use crate::upstream::accounts::{self, Recheck};
 
 fn invalid_grant(description: &str) -> Error {
     Error::oauth(OAuthCode::InvalidGrant, description)
@@ -150,7 +151,16 @@ async fn refresh(state: &AppState, client: &Client, params: &Params, ip: IpAddr)
             requested.join(" ")
         }
     };
-    let user = active(info.user)?;
+    let user = match accounts::recheck(state.store.as_ref(), &state.upstreams, active(info.user)?, now).await? {
+        Recheck::Current(user) => user,
+        Recheck::Gone { upstream } => {
+            audit::upstream_account_gone(&upstream, &client.id, ip);
+            return Err(invalid_grant("the directory no longer vouches for this account; sign in again"));
+        }
+        Recheck::Unavailable { upstream, error } => {
+            return Err(Error::UpstreamUnavailable(format!("{upstream}: {error}")));
+        }
+    };
     let issued = Issued::new(state, client, &info.grant, &scope, &info.scope, now);
     let refresh_record = issued.refresh_record().expect("clients reaching here may have refresh tokens");
     if !state.store.rotate_refresh_token(&hash, now, &issued.access_record(), &refresh_record).await? {

@@ -61,6 +61,14 @@ impl Store for Metered {
         timed("upstream_identity", self.0.upstream_identity(upstream, subject)).await
     }
 
+    async fn user_upstream_identities(&self, user_id: i64) -> StoreResult<Vec<UpstreamIdentity>> {
+        timed("user_upstream_identities", self.0.user_upstream_identities(user_id)).await
+    }
+
+    async fn end_sessions_and_grants(&self, user_id: i64, now: Timestamp) -> StoreResult<()> {
+        timed("end_sessions_and_grants", self.0.end_sessions_and_grants(user_id, now)).await
+    }
+
     async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>> {
         timed("list_upstream_identities", self.0.list_upstream_identities()).await
     }

@@ -551,6 +551,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finds an upstream identity and the user it belongs to.
     async fn upstream_identity(&self, upstream: &str, subject: &str) -> StoreResult<Option<(UpstreamIdentity, User)>>;
+    /// A user's upstream identities, by upstream.
+    async fn user_upstream_identities(&self, user_id: i64) -> StoreResult<Vec<UpstreamIdentity>>;
+    /// Ends a user's sessions and revokes every grant (an upstream no longer vouches for them).
+    async fn end_sessions_and_grants(&self, user_id: i64, now: Timestamp) -> StoreResult<()>;
     /// Every upstream identity, by user id then upstream.
     async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>>;
     /// Creates a user (no password: `user.password_hash` is ignored) with `identity` linked to it,

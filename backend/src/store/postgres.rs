@@ -255,6 +255,20 @@ impl Store for PostgresStore {
         Ok(row.map(|r| Ok::<_, sqlx::Error>((identity_from_row(&r)?, user_from_row(&r)?))).transpose()?)
     }
 
+    async fn user_upstream_identities(&self, user_id: i64) -> StoreResult<Vec<UpstreamIdentity>> {
+        let sql =
+            format!("SELECT {IDENTITY_COLUMNS} FROM upstream_identities i WHERE i.user_id = $1 ORDER BY i.upstream");
+        let rows = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(identity_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn end_sessions_and_grants(&self, user_id: i64, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        end_sessions_and_grants(&mut tx, user_id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM upstream_identities i ORDER BY i.user_id, i.upstream");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;

@@ -426,6 +426,16 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn user_upstream_identities(&self, user_id: i64) -> StoreResult<Vec<UpstreamIdentity>> {
+        let sql =
+            format!("SELECT {IDENTITY_COLUMNS} FROM upstream_identities i WHERE i.user_id = ? ORDER BY i.upstream");
+        self.read(|c| c.prepare_cached(&sql)?.query_map([user_id], identity_from_row)?.collect())
+    }
+
+    async fn end_sessions_and_grants(&self, user_id: i64, now: Timestamp) -> StoreResult<()> {
+        self.write(|tx| Ok(end_sessions_and_grants(tx, user_id, now)?)).await
+    }
+
     async fn list_upstream_identities(&self) -> StoreResult<Vec<UpstreamIdentity>> {
         let sql = format!("SELECT {IDENTITY_COLUMNS} FROM upstream_identities i ORDER BY i.user_id, i.upstream");
         self.read(|c| c.prepare(&sql)?.query_map([], identity_from_row)?.collect())

@@ -9,7 +9,7 @@
 use crate::store::{NewUser, Store, StoreError, StoreResult, Timestamp, UpstreamIdentity, UpstreamProfile, User};
 use crate::users::normalize_username;
 
-use super::Person;
+use super::{Person, UpstreamError, Upstreams};
 
 /// Usernames tried for a new account after the upstream's own name and `<name>-<upstream>`.
 const MAX_SUFFIX: u32 = 9;
@@ -142,6 +142,72 @@ pub async fn sign_in(
         }
     }
     Ok(Err(Refusal::NameTaken))
+}
+
+/// What the upstreams say about a signed-in user now.
+#[derive(Debug)]
+pub enum Recheck {
+    /// Nothing changed that ends their access; the user as now stored (groups re-read).
+    Current(User),
+    /// An upstream no longer knows them (or no longer lets them in): their sessions ended and their
+    /// grants were revoked.
+    Gone {
+        /// The upstream's id.
+        upstream: String,
+    },
+    /// An upstream could not be asked, and its last word is older than its grace period.
+    Unavailable {
+        /// The upstream's id.
+        upstream: String,
+        /// Why.
+        error: UpstreamError,
+    },
+}
+
+/// Re-reads a user at the directories they come from, each at most once per its `recheck_interval`
+/// (a relying party's refresh): their groups follow the directory, and someone removed from it loses
+/// access. While a directory cannot be reached, the last groups read hold for its `offline_grace`.
+pub async fn recheck(store: &dyn Store, upstreams: &Upstreams, mut user: User, now: Timestamp) -> StoreResult<Recheck> {
+    if upstreams.directories.is_empty() {
+        return Ok(Recheck::Current(user));
+    }
+    for identity in store.user_upstream_identities(user.id).await? {
+        // An upstream taken out of the configuration no longer speaks for anyone.
+        let Some(directory) = upstreams.directory(&identity.upstream) else { continue };
+        let config = &directory.config;
+        let age = now.saturating_sub(identity.checked_at);
+        if age < config.recheck_interval as i64 {
+            continue;
+        }
+        let Some(dn) = &identity.locator else { continue };
+        match directory.reread(dn, &identity.name).await {
+            Ok(Some(person)) if person.subject == identity.subject => {
+                store
+                    .record_upstream_profile(&identity.upstream, &identity.subject, &profile(&person), false, now)
+                    .await?;
+                user = User {
+                    display_name: person.display_name,
+                    email: person.email,
+                    email_verified: person.email_verified,
+                    groups: person.groups,
+                    ..user
+                };
+            }
+            // Gone, replaced by someone else under the same DN, or no longer matched by user_filter.
+            Ok(_) => {
+                store.end_sessions_and_grants(user.id, now).await?;
+                return Ok(Recheck::Gone { upstream: identity.upstream });
+            }
+            Err(error) if age > config.offline_grace as i64 => {
+                return Ok(Recheck::Unavailable { upstream: identity.upstream, error });
+            }
+            Err(error) => {
+                tracing::warn!(upstream = %identity.upstream, user = %user.username, %error,
+                    "the directory cannot be read; the last groups read hold for now");
+            }
+        }
+    }
+    Ok(Recheck::Current(user))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ const ADMIN_PASSWORD: &str = "admin-secret";
 pub struct Directory {
     dir: tempfile::TempDir,
     child: Child,
+    ports: (u16, u16),
     /// `ldaps://127.0.0.1:PORT`.
     pub ldaps: String,
     /// `ldap://127.0.0.1:PORT` (StartTLS, or plain).
@@ -146,9 +147,17 @@ impl Directory {
         let (ldaps_port, ldap_port) = (free_port(), free_port());
         let ldaps = format!("ldaps://127.0.0.1:{ldaps_port}");
         let ldap = format!("ldap://127.0.0.1:{ldap_port}");
-        let log = std::fs::File::create(d.join("slapd.log")).unwrap();
+        let child = Self::spawn(d, &ldaps, &ldap);
+        let directory = Directory { dir, child, ports: (ldaps_port, ldap_port), ldaps, ldap };
+        directory.wait_until_up();
+        directory.seed().await;
+        directory
+    }
+
+    fn spawn(d: &Path, ldaps: &str, ldap: &str) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("slapd.log")).unwrap();
         // In the foreground (`-d 0`): a child of the test, killed when it ends.
-        let child = Command::new("/usr/sbin/slapd")
+        Command::new("/usr/sbin/slapd")
             .args(["-d", "0", "-f"])
             .arg(d.join("slapd.conf"))
             .args(["-h", &format!("{ldaps}/ {ldap}/")])
@@ -156,16 +165,18 @@ impl Directory {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("starting slapd");
-        let directory = Directory { dir, child, ldaps, ldap };
-        directory.wait_until_up(ldaps_port);
-        directory.seed().await;
-        directory
+            .expect("starting slapd")
     }
 
-    fn wait_until_up(&self, port: u16) {
+    /// Starts the stopped directory again, with its data, on the same ports.
+    pub fn resume(&mut self) {
+        self.child = Self::spawn(self.dir.path(), &self.ldaps, &self.ldap);
+        self.wait_until_up();
+    }
+
+    fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports.0)).is_err() {
             assert!(Instant::now() < deadline, "slapd did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
