@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-use oauth2::{RefreshToken, TokenResponse as _};
+use oauth2::TokenResponse as _;
 use serde_json::Value;
 
 /// Signs `username` in to the Hub with `password`; the claims the Hub would see in userinfo.
