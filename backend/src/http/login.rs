@@ -81,7 +81,7 @@ pub async fn login(
     // still afford wait for those ahead of them. Names no account can have share one key, so that the
     // throttle's tables stay small whatever is sent; with a directory configured, any name of
     // reasonable length may be someone's there.
-    let typed = login.username.trim();
+    let typed = login.username.as_str();
     let username = normalize_username(typed).ok();
     let directory_name = (!state.upstreams.directories.is_empty()
         && (1..=MAX_DIRECTORY_NAME).contains(&typed.len())
