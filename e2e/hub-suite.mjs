@@ -75,6 +75,7 @@ export function hubSuite({ replicas = 1 } = {}) {
   before(async () => {
     stack = await startStack({
       replicas,
+      directory: true,
       accessTokenLifetime: ACCESS_TOKEN_LIFETIME,
       users: [
         ["alice", ["e2e-users", "hub-admins"]],
@@ -171,6 +172,23 @@ export function hubSuite({ replicas = 1 } = {}) {
     await step("stop the server", async () => {
       const r = await hubApi(stack, "/users/alice/server", { method: "DELETE" });
       assert.ok([202, 204].includes(r.status), `DELETE server: ${r.status}`);
+    });
+    await page.context().close();
+  });
+
+  test("a person from the institution's directory signs in to the Hub with the directory's groups", { timeout: 120_000 }, async () => {
+    const page = await newPage(browser);
+    await step("dora, who has no Postern account yet, signs in with her directory password", async () => {
+      await page.goto(stack.url("hub", "/hub/"));
+      await signIn(page, "dora", "dora-directory-pw");
+      await page.waitForURL((u) => u.href.startsWith(stack.url("hub", "/hub/home")), { timeout: 30_000 });
+      await assertHubUser(page, "dora");
+      assert.match(stack.apiLog(), /event="upstream_login_succeeded" upstream=campus client_id=jupyterhub .*\buser=dora(\s|$)/);
+    });
+    await step("the Hub's groups and admin flag come from the directory's groups", async () => {
+      const user = await (await hubApi(stack, "/users/dora")).json();
+      assert.equal(user.admin, true, JSON.stringify(user));
+      assert.deepEqual([...user.groups].sort(), ["e2e-users", "hub-admins"]);
     });
     await page.context().close();
   });

@@ -1,6 +1,7 @@
 // The whole stack on loopback with real parts: a throw-away test CA, nginx terminating TLS for
 // api.<domain> and ui.<domain> (the split deployment, as in the proof of concept) and
-// postern.<domain> (one origin), two Postern instances behind it, and JupyterHub with
+// postern.<domain> (one origin), two Postern instances behind it (with `directory`, both also checking
+// passwords against a throw-away slapd), and JupyterHub with
 // GenericOAuthenticator and configurable-http-proxy trusting the CA. With `replicas`, the API is that
 // many Postern replicas on a PostgreSQL cluster of the stack's own, which nginx balances round-robin. The end-to-end test and
 // `scripts/demo` both start it from here, and everything it starts it stops, by pid, waiting for
@@ -9,6 +10,7 @@
 import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
@@ -111,7 +113,46 @@ ${server("hub", `        location / {${proxy(`127.0.0.1:${hubPort}`, "$host")}
  * every file and log; without one the stack makes a temporary directory, which `stopStack` removes.
  * `replicas` > 1 runs the API as that many replicas on PostgreSQL.
  */
-export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [], replicas = 1 } = {}) {
+/**
+ * slapd in `dir` on a free loopback port, LDAPS with the stack's certificate (which covers 127.0.0.1),
+ * seeded offline from e2e/directory.ldif; its `[upstreams.campus]` table for Postern.
+ */
+async function startDirectory(stack, tls) {
+  const dir = path.join(stack.work, "directory");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.join(dir, "db"), { recursive: true });
+  const conf = path.join(dir, "slapd.conf");
+  const template = fs.readFileSync(path.join(root, "backend", "tests", "directory", "slapd.conf"), "utf8");
+  fs.writeFileSync(
+    conf,
+    template
+      .replaceAll("@DIR@", dir)
+      .replaceAll("@CA@", path.join(tls, "ca.pem"))
+      .replaceAll("@CERT@", path.join(tls, "server.pem"))
+      .replaceAll("@KEY@", path.join(tls, "server-key.pem")),
+  );
+  execFileSync("/usr/sbin/slapadd", ["-q", "-f", conf, "-l", path.join(root, "e2e", "directory.ldif")], { stdio: ["ignore", "ignore", "inherit"] });
+  const port = await freePort();
+  const slapd = daemon("slapd", "/usr/sbin/slapd", ["-d", "0", "-f", conf, "-h", `ldaps://127.0.0.1:${port}/`], { cwd: dir, logDir: stack.work });
+  stack.processes.push(slapd);
+  await waitFor("slapd", () => new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1", () => { socket.end(); resolve(true); });
+    socket.on("error", () => resolve(false));
+  }), { watch: slapd });
+  return `
+[upstreams.campus]
+kind = "ldap"
+name = "Campus account"
+url = "ldaps://127.0.0.1:${port}"
+ca_file = "${path.join(tls, "ca.pem")}"
+bind_dn = "cn=postern,ou=services,dc=example,dc=org"
+bind_password = "svc-secret"
+user_base = "ou=people,dc=example,dc=org"
+user_filter = "(&(objectClass=inetOrgPerson)(uid={username}))"
+`;
+}
+
+export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [], replicas = 1, directory = false } = {}) {
   const ownWork = !work;
   if (work) fs.mkdirSync(work, { recursive: true });
   else work = fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-"));
@@ -122,7 +163,8 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
   try {
     // 1. The throw-away CA and one certificate for every public name.
     const tls = path.join(work, "tls");
-    execFileSync("cargo", ["xtask", "test-ca", "--out", tls, ...["api", "ui", "hub", "postern"].map(host)], {
+    // 127.0.0.1 too: the directory's LDAPS listener.
+    execFileSync("cargo", ["xtask", "test-ca", "--out", tls, ...["api", "ui", "hub", "postern"].map(host), "127.0.0.1"], {
       cwd: root,
       stdio: ["ignore", "ignore", "inherit"],
     });
@@ -132,7 +174,9 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
     // their trusted proxy: otherwise every browser would share nginx's address in the per-address
     // login throttle. Each starts on a fresh database in the work directory, which the demo keeps.
     const hubCallback = stack.url("hub", "/hub/oauth_callback");
-    const extra = `trusted_proxies = ["127.0.0.1"]\ntokens.access_token_lifetime = ${accessTokenLifetime}`;
+    // With `directory`, an LDAP directory (slapd) whose people sign in through the password form too.
+    const upstream = directory ? await startDirectory(stack, tls) : "";
+    const extra = `trusted_proxies = ["127.0.0.1"]\ntokens.access_token_lifetime = ${accessTokenLifetime}\n${upstream}`;
     const posternDir = (name) => {
       const dir = path.join(work, `postern-${name}`);
       fs.rmSync(dir, { recursive: true, force: true });

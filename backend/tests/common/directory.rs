@@ -110,39 +110,11 @@ impl Directory {
         let d = dir.path();
         make_certificates(d);
         std::fs::create_dir(d.join("db")).unwrap();
-        let conf = format!(
-            "include /etc/ldap/schema/core.schema\n\
-             include /etc/ldap/schema/cosine.schema\n\
-             include /etc/ldap/schema/inetorgperson.schema\n\
-             include /etc/ldap/schema/nis.schema\n\
-             pidfile {d}/slapd.pid\n\
-             modulepath /usr/lib/ldap\n\
-             moduleload back_mdb\n\
-             moduleload memberof\n\
-             moduleload refint\n\
-             TLSCACertificateFile {d}/ca.crt\n\
-             TLSCertificateFile {d}/server.crt\n\
-             TLSCertificateKeyFile {d}/server.key\n\
-             database mdb\n\
-             suffix \"{BASE}\"\n\
-             rootdn \"{ADMIN_DN}\"\n\
-             rootpw {ADMIN_PASSWORD}\n\
-             directory {d}/db\n\
-             maxsize 67108864\n\
-             index objectClass eq\n\
-             index uid,mail eq\n\
-             index member eq\n\
-             access to attrs=userPassword\n  by self =w\n  by anonymous auth\n  by * none\n\
-             access to *\n  by users read\n  by * none\n\
-             overlay memberof\n\
-             memberof-group-oc groupOfNames\n\
-             memberof-member-ad member\n\
-             memberof-memberof-ad memberOf\n\
-             memberof-refint TRUE\n\
-             overlay refint\n\
-             refint_attributes member\n",
-            d = d.display()
-        );
+        let conf = include_str!("../directory/slapd.conf")
+            .replace("@DIR@", &d.display().to_string())
+            .replace("@CA@", &d.join("ca.crt").display().to_string())
+            .replace("@CERT@", &d.join("server.crt").display().to_string())
+            .replace("@KEY@", &d.join("server.key").display().to_string());
         std::fs::write(d.join("slapd.conf"), conf).unwrap();
         let (ldaps_port, ldap_port) = (free_port(), free_port());
         let ldaps = format!("ldaps://127.0.0.1:{ldaps_port}");
