@@ -34,6 +34,7 @@ const KEYS: &[&str] = &[
     "metrics",
     "clients",
     "upstreams",
+    "login",
 ];
 
 /// Everything Postern reads from its configuration file and environment.
@@ -81,9 +82,31 @@ pub struct Config {
     /// Relying parties declared in the file, keyed by client id.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientConfig>,
-    /// Where else people may sign in (LDAP directories), keyed by an id of the operator's choosing.
+    /// Where else people may sign in (LDAP directories, OpenID Connect providers), keyed by an id of
+    /// the operator's choosing.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// What the login page offers.
+    #[serde(default)]
+    pub login: LoginConfig,
+}
+
+/// What the login page offers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// The username and password form (local accounts and LDAP directories); off, the page shows only
+    /// the upstream providers' buttons.
+    pub local_accounts: bool,
+    /// Send the browser straight to the one OpenID Connect upstream, without showing the login page
+    /// (needs `local_accounts = false` and exactly one such upstream).
+    pub auto_redirect: bool,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self { local_accounts: true, auto_redirect: false }
+    }
 }
 
 /// An upstream identity provider (`[upstreams.<id>]`), by `kind`.
@@ -92,6 +115,68 @@ pub struct Config {
 pub enum UpstreamConfig {
     /// An LDAP directory (OpenLDAP, Active Directory) checked by the password form.
     Ldap(LdapConfig),
+    /// An OpenID Connect provider the login page offers a button for.
+    Oidc(OidcConfig),
+}
+
+/// An OpenID Connect provider: Postern is its relying party (code flow, PKCE, nonce, a verified id_token).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The button reads "Continue with <name>".
+    pub name: String,
+    /// The provider's issuer, exactly as its discovery document spells it.
+    pub issuer: Url,
+    /// Postern's client id there.
+    pub client_id: String,
+    /// Its secret (prefer `client_secret_file` or `POSTERN_UPSTREAMS__<ID>__CLIENT_SECRET`).
+    pub client_secret: Option<Secret>,
+    /// A file holding the secret (trailing newline ignored).
+    pub client_secret_file: Option<PathBuf>,
+    /// How the secret is sent: `client_secret_basic` (default) or `client_secret_post`.
+    #[serde(default)]
+    pub client_auth: OidcClientAuth,
+    /// Scopes asked for (`openid` is always added).
+    #[serde(default = "defaults::oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim whose value becomes the username of a new account (else the e-mail's local part).
+    #[serde(default = "defaults::oidc_username_claim")]
+    pub username_claim: String,
+    /// The display name's claim.
+    #[serde(default = "defaults::oidc_name_claim")]
+    pub name_claim: String,
+    /// The e-mail address's claim.
+    #[serde(default = "defaults::oidc_email_claim")]
+    pub email_claim: String,
+    /// The claim holding the person's groups, as a path (`groups`, `realm_access.roles`); none imported
+    /// when unset.
+    pub groups_claim: Option<String>,
+    /// Only these groups are imported (all when empty), compared before `group_prefix`.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// Put before every imported group's name, apart from `static_groups`.
+    #[serde(default)]
+    pub group_prefix: String,
+    /// Groups every person from this provider gets.
+    #[serde(default)]
+    pub static_groups: Vec<String>,
+    /// Create a Postern account at a person's first sign-in; when false, an operator links them first.
+    #[serde(default = "defaults::yes")]
+    pub provision: bool,
+    /// Seconds any one request to the provider may take.
+    #[serde(default = "defaults::oidc_timeout")]
+    pub timeout: u64,
+}
+
+/// How Postern authenticates at an OpenID Connect provider's token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OidcClientAuth {
+    /// HTTP Basic (RFC 6749 §2.3.1).
+    #[default]
+    ClientSecretBasic,
+    /// In the form body.
+    ClientSecretPost,
 }
 
 impl UpstreamConfig {
@@ -99,6 +184,7 @@ impl UpstreamConfig {
     pub fn display_name(&self) -> &str {
         match self {
             UpstreamConfig::Ldap(ldap) => &ldap.name,
+            UpstreamConfig::Oidc(oidc) => &oidc.name,
         }
     }
 }
@@ -398,6 +484,21 @@ mod defaults {
     pub fn ldap_timeout() -> u64 {
         5
     }
+    pub fn oidc_scopes() -> Vec<String> {
+        ["openid", "profile", "email"].map(String::from).to_vec()
+    }
+    pub fn oidc_username_claim() -> String {
+        "preferred_username".into()
+    }
+    pub fn oidc_name_claim() -> String {
+        "name".into()
+    }
+    pub fn oidc_email_claim() -> String {
+        "email".into()
+    }
+    pub fn oidc_timeout() -> u64 {
+        10
+    }
 }
 
 /// A configuration that cannot be used, with the key at fault.
@@ -507,7 +608,18 @@ impl Config {
             check_upstream_id(id).map_err(|m| invalid(format!("upstreams.{id}"), m))?;
             match upstream {
                 UpstreamConfig::Ldap(ldap) => ldap.validate(id)?,
+                UpstreamConfig::Oidc(oidc) => oidc.validate(id)?,
             }
+        }
+        let providers = self.upstreams.values().filter(|u| matches!(u, UpstreamConfig::Oidc(_))).count();
+        if self.login.auto_redirect && (self.login.local_accounts || providers != 1) {
+            return Err(invalid(
+                "login.auto_redirect",
+                "needs local_accounts = false and exactly one OpenID Connect upstream to send everyone to",
+            ));
+        }
+        if !self.login.local_accounts && providers == 0 {
+            return Err(invalid("login.local_accounts", "with no OpenID Connect upstream, nobody could sign in"));
         }
         Ok(())
     }
@@ -680,6 +792,60 @@ impl LdapConfig {
             if !(1..=10 * 365 * 24 * 3600).contains(&value) {
                 return Err(invalid(key(field), "must be between 1 second and 10 years"));
             }
+        }
+        if !(1..=120).contains(&self.timeout) {
+            return Err(invalid(key("timeout"), "must be between 1 and 120 seconds"));
+        }
+        Ok(())
+    }
+}
+
+impl OidcConfig {
+    fn validate(&self, id: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("upstreams.{id}.{field}");
+        let loopback = matches!(self.issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || matches!(self.issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+            || self.issuer.host_str() == Some("localhost");
+        match self.issuer.scheme() {
+            "https" => {}
+            // A provider on the same machine (tests, a sidecar) may speak plain http.
+            "http" if loopback => {}
+            _ => return Err(invalid(key("issuer"), "must be an https URL")),
+        }
+        if self.issuer.query().is_some() || self.issuer.fragment().is_some() {
+            return Err(invalid(key("issuer"), "must not have a query or fragment"));
+        }
+        if self.name.trim().is_empty() {
+            return Err(invalid(key("name"), "must not be empty"));
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid(key("client_id"), "must not be empty"));
+        }
+        match (&self.client_secret, &self.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(key("client_secret"), "set either client_secret or client_secret_file, not both"))
+            }
+            (None, None) => return Err(invalid(key("client_secret"), "needs client_secret or client_secret_file")),
+            _ => {}
+        }
+        for (field, claim) in [
+            ("username_claim", &self.username_claim),
+            ("name_claim", &self.name_claim),
+            ("email_claim", &self.email_claim),
+        ] {
+            if claim.is_empty() {
+                return Err(invalid(key(field), "must name a claim"));
+            }
+        }
+        if self.groups_claim.as_deref().is_some_and(|c| c.is_empty() || c.split('.').any(str::is_empty)) {
+            return Err(invalid(key("groups_claim"), "must be a claim name or a dotted path"));
+        }
+        for group in &self.static_groups {
+            crate::users::check_group(group).map_err(|m| invalid(key("static_groups"), m))?;
+        }
+        if !self.group_prefix.is_empty() {
+            crate::users::check_group(&format!("{}x", self.group_prefix))
+                .map_err(|m| invalid(key("group_prefix"), m))?;
         }
         if !(1..=120).contains(&self.timeout) {
             return Err(invalid(key("timeout"), "must be between 1 and 120 seconds"));

@@ -42,6 +42,14 @@ pub enum StopReason {
     RequestExpired,
     /// The sign-in was completed in a different browser from the one that started it.
     OtherBrowser,
+    /// The person did not sign in at the upstream provider (cancelled, refused there).
+    UpstreamDenied,
+    /// The upstream provider could not be reached, or did not answer in time.
+    UpstreamUnavailable,
+    /// The upstream provider's answer failed Postern's checks.
+    UpstreamRejected,
+    /// The upstream provider vouched for the person, and they still cannot sign in here.
+    UpstreamAccount,
 }
 
 impl StopReason {
@@ -53,14 +61,28 @@ impl StopReason {
             StopReason::InvalidRequest => "invalid_request",
             StopReason::RequestExpired => "request_expired",
             StopReason::OtherBrowser => "other_browser",
+            StopReason::UpstreamDenied => "upstream_denied",
+            StopReason::UpstreamUnavailable => "upstream_unavailable",
+            StopReason::UpstreamRejected => "upstream_rejected",
+            StopReason::UpstreamAccount => "upstream_account",
         }
     }
 
     /// Parses a wire name.
     pub fn parse(value: &str) -> Option<Self> {
-        [Self::UnknownClient, Self::InvalidRedirectUri, Self::InvalidRequest, Self::RequestExpired, Self::OtherBrowser]
-            .into_iter()
-            .find(|r| r.as_str() == value)
+        [
+            Self::UnknownClient,
+            Self::InvalidRedirectUri,
+            Self::InvalidRequest,
+            Self::RequestExpired,
+            Self::OtherBrowser,
+            Self::UpstreamDenied,
+            Self::UpstreamUnavailable,
+            Self::UpstreamRejected,
+            Self::UpstreamAccount,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == value)
     }
 
     /// What to tell the user.
@@ -74,6 +96,16 @@ impl StopReason {
             StopReason::RequestExpired => "This sign-in request has expired or was already used.",
             StopReason::OtherBrowser => {
                 "This sign-in was started in a different browser. Go back to the application and sign in from this browser."
+            }
+            StopReason::UpstreamDenied => "The sign-in at your home organisation was cancelled or refused there.",
+            StopReason::UpstreamUnavailable => {
+                "Your home organisation's sign-in service cannot be reached just now. Try again in a few minutes."
+            }
+            StopReason::UpstreamRejected => {
+                "Your home organisation's sign-in service sent an answer that could not be trusted, so the sign-in was stopped."
+            }
+            StopReason::UpstreamAccount => {
+                "Your account was recognised, but it cannot be used to sign in here. Ask the administrator."
             }
         }
     }
@@ -112,6 +144,27 @@ pub struct PendingRequest {
     pub scopes: Vec<String>,
     /// Seconds left before the request expires.
     pub expires_in: u64,
+    /// Whether the page offers the username and password form.
+    #[serde(default = "yes")]
+    pub local_accounts: bool,
+    /// Upstream providers the page offers a "Continue with …" button for.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamButton>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A "Continue with …" button of the login page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamButton {
+    /// The upstream's id.
+    pub id: String,
+    /// Its name, for the button's label.
+    pub name: String,
+    /// Where the button goes (a top-level navigation).
+    pub url: String,
 }
 
 /// Credentials the login page submits for a pending request.

@@ -221,7 +221,11 @@ async fn authorize(
         ..validated.into_request(&client, tokens::handle_key(&handle), now)
     };
     state.store.insert_authorization_request(&request, PENDING_LIMITS).await?;
-    let login = with_query(&state.config.ui_page("/login"), &[("request", &handle)]);
+    let login = match state.upstreams.providers.first().filter(|_| state.config.login.auto_redirect) {
+        // Straight to the one provider everyone signs in at, without showing the login page.
+        Some(provider) => super::upstream::start_url(&state, &provider.id, &handle),
+        None => with_query(&state.config.ui_page("/login"), &[("request", &handle)]),
+    };
     let mut response = see_other(&login);
     if let Some(cookie) = set_cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

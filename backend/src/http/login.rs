@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest};
+use shared::{ErrorCode, LoginRequest, LoginResponse, PendingRequest, UpstreamButton};
 
 use super::client_ip::ClientIp;
 use super::error::no_store;
@@ -37,11 +37,23 @@ async fn pending(state: &AppState, id: &str) -> Result<AuthorizationRequest, Err
 pub async fn pending_request(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
     let request = pending(&state, &id).await?;
     let client = state.store.client(&request.client_id).await?.ok_or_else(not_found)?;
+    let upstreams = state
+        .upstreams
+        .providers
+        .iter()
+        .map(|p| UpstreamButton {
+            id: p.id.clone(),
+            name: p.config.name.clone(),
+            url: super::upstream::start_url(&state, &p.id, &id),
+        })
+        .collect();
     let body = PendingRequest {
         client_id: client.id,
         client_name: client.name,
         scopes: parse_scope(&request.scope).into_iter().map(str::to_owned).collect(),
         expires_in: (request.expires_at - now()).max(0) as u64,
+        local_accounts: state.config.login.local_accounts,
+        upstreams,
     };
     Ok(no_store(Json(body).into_response()))
 }
@@ -74,6 +86,9 @@ pub async fn login(
     let login: LoginRequest =
         serde_json::from_slice(&body).map_err(|_| malformed("The login request is malformed."))?;
     let request = pending(&state, &login.request).await?;
+    if !state.config.login.local_accounts {
+        return Err(malformed("Passwords are not accepted here: sign in with one of the buttons."));
+    }
 
     // One answer for an unknown user, a wrong password and a disabled account, and the same
     // argon2 work for each, so neither the response nor its timing tells them apart.
@@ -176,8 +191,23 @@ pub async fn login(
         tracing::info!(user = %user.username, "password hash upgraded to the current argon2 parameters");
     }
 
-    // The login completes the request once: a ticket for the browser's next, top-level step, which
-    // sets the session cookie first-party even when this page is on another site.
+    let Some(redirect_to) = complete(&state, &request, &user).await? else { return Err(not_found()) };
+    match &upstream {
+        Some(directory) => audit::upstream_login_succeeded(directory, &request.client_id, &user.username, ip),
+        None => audit::login_succeeded(&request.client_id, &user.username, ip),
+    }
+    Ok(no_store(Json(LoginResponse { redirect_to }).into_response()))
+}
+
+/// Completes a pending request for the user who just signed in (by password or at an upstream), once:
+/// a ticket for the browser's next, top-level step to `/authorize/resume`, which sets the session
+/// cookie first-party even when the login page is on another site. Where to send the browser; `None`
+/// if the request is gone, expired or already completed.
+pub(super) async fn complete(
+    state: &AppState,
+    request: &AuthorizationRequest,
+    user: &User,
+) -> Result<Option<String>, Error> {
     let now = now();
     let ticket = tokens::random_token();
     let signed_in = RequestLogin {
@@ -187,14 +217,9 @@ pub async fn login(
         expires_at: now + TICKET_LIFETIME,
     };
     if !state.store.authenticate_request(&request.id, &signed_in, now).await? {
-        return Err(not_found());
+        return Ok(None);
     }
-    match &upstream {
-        Some(directory) => audit::upstream_login_succeeded(directory, &request.client_id, &user.username, ip),
-        None => audit::login_succeeded(&request.client_id, &user.username, ip),
-    }
-    let redirect_to = authorize::with_query(&state.config.endpoint("/authorize/resume"), &[("ticket", &ticket)]);
-    Ok(no_store(Json(LoginResponse { redirect_to }).into_response()))
+    Ok(Some(authorize::with_query(&state.config.endpoint("/authorize/resume"), &[("ticket", &ticket)])))
 }
 
 /// Longest name the password form passes to a directory.

@@ -16,6 +16,7 @@ mod revocation;
 mod session;
 mod token;
 mod ui;
+mod upstream;
 mod userinfo;
 
 use std::sync::Arc;
@@ -114,6 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks.json", get(discovery::jwks))
         .route("/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
         .route("/authorize/resume", get(authorize::resume))
+        .route("/upstreams/{id}/start", get(upstream::start))
+        .route("/upstreams/{id}/callback", get(upstream::callback))
         .route("/healthz/live", get(health::live))
         .route("/healthz/ready", get(health::ready))
         .route("/end-session", get(logout::end_session).post(logout::end_session))

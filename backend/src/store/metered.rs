@@ -57,6 +57,18 @@ impl Store for Metered {
         timed("set_groups", self.0.set_groups(username, groups)).await
     }
 
+    async fn start_upstream_login(&self, id: &str, login: &UpstreamLogin, now: Timestamp) -> StoreResult<bool> {
+        timed("start_upstream_login", self.0.start_upstream_login(id, login, now)).await
+    }
+
+    async fn take_upstream_login(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<(AuthorizationRequest, UpstreamLogin)>> {
+        timed("take_upstream_login", self.0.take_upstream_login(state_hash, now)).await
+    }
+
     async fn upstream_identity(&self, upstream: &str, subject: &str) -> StoreResult<Option<(UpstreamIdentity, User)>> {
         timed("upstream_identity", self.0.upstream_identity(upstream, subject)).await
     }

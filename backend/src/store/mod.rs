@@ -31,6 +31,15 @@ macro_rules! record_readers {
             })
         }
 
+        fn upstream_login_from_row(row: &$row) -> Result<UpstreamLogin, $error> {
+            Ok(UpstreamLogin {
+                upstream: row.$get("upstream")?,
+                state_hash: row.$get("upstream_state_hash")?,
+                nonce: row.$get("upstream_nonce")?,
+                verifier: row.$get("upstream_verifier")?,
+            })
+        }
+
         fn identity_from_row(row: &$row) -> Result<UpstreamIdentity, $error> {
             Ok(UpstreamIdentity {
                 upstream: row.$get("upstream")?,
@@ -386,6 +395,19 @@ pub struct AuthorizationRequest {
     pub client_network: Option<String>,
 }
 
+/// A pending request's sign-in at an upstream OpenID Connect provider, under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamLogin {
+    /// The upstream's id.
+    pub upstream: String,
+    /// SHA-256 of the `state` sent.
+    pub state_hash: Vec<u8>,
+    /// The `nonce` the id_token must carry.
+    pub nonce: String,
+    /// The PKCE verifier of the challenge sent.
+    pub verifier: String,
+}
+
 /// How many pending sign-in requests one network, and one browser, may hold at a time, so that a flood
 /// of `/authorize` cannot fill the disk; past it their oldest make room. Nothing is refused: a page
 /// that fires requests from a student's browser must not lock out the rest of the campus NAT.
@@ -613,6 +635,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `user_id` signed in to a pending request and attaches a one-time ticket; false if
     /// the request is gone, expired or already signed in to (so only one login completes it).
     async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool>;
+    /// Records that a pending request's browser went to an upstream provider (replacing an earlier
+    /// start); false if the request is gone, expired or already signed in to.
+    async fn start_upstream_login(&self, id: &str, login: &UpstreamLogin, now: Timestamp) -> StoreResult<bool>;
+    /// Takes, once, the upstream sign-in whose `state` hashes to `state_hash`, with its request if that
+    /// is still pending (not expired, nobody signed in).
+    async fn take_upstream_login(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<(AuthorizationRequest, UpstreamLogin)>>;
     /// Removes and returns the signed-in request a live ticket belongs to.
     async fn redeem_ticket(
         &self,

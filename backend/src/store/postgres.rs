@@ -32,6 +32,8 @@ const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.scope, g.nonce, g.a
 
 const REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, scope, state, nonce, code_challenge, expires_at, \
      browser_hash, client_network";
+const REQUEST_COLUMNS_QUALIFIED: &str = "r.id, r.client_id, r.redirect_uri, r.scope, r.state, r.nonce, \
+     r.code_challenge, r.expires_at, r.browser_hash, r.client_network";
 
 impl PostgresStore {
     /// The connection pool (for copying a database into this one).
@@ -495,6 +497,47 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(request_from_row).transpose()?)
+    }
+
+    async fn start_upstream_login(&self, id: &str, login: &UpstreamLogin, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE authorization_requests SET upstream = $1, upstream_state_hash = $2, upstream_nonce = $3, \
+             upstream_verifier = $4 WHERE id = $5 AND user_id IS NULL AND expires_at > $6",
+        )
+        .bind(&login.upstream)
+        .bind(&login.state_hash)
+        .bind(&login.nonce)
+        .bind(&login.verifier)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn take_upstream_login(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<(AuthorizationRequest, UpstreamLogin)>> {
+        // One statement: the state is spent (of two callbacks racing with it, one gets the row), and
+        // the request comes back as it was before the update.
+        let row = sqlx::query(&format!(
+            "WITH spent AS (SELECT id, upstream_state_hash, upstream_nonce, upstream_verifier \
+                 FROM authorization_requests WHERE upstream_state_hash = $1 FOR UPDATE), \
+             cleared AS (UPDATE authorization_requests r SET upstream_state_hash = NULL, upstream_nonce = NULL, \
+                 upstream_verifier = NULL FROM spent WHERE r.id = spent.id \
+                 RETURNING r.id, r.expires_at, r.user_id, spent.upstream_state_hash, spent.upstream_nonce, \
+                 spent.upstream_verifier) \
+             SELECT {REQUEST_COLUMNS_QUALIFIED}, r.upstream, c.upstream_state_hash, c.upstream_nonce, \
+                 c.upstream_verifier FROM cleared c JOIN authorization_requests r ON r.id = c.id \
+             WHERE c.expires_at > $2 AND c.user_id IS NULL"
+        ))
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Ok::<_, sqlx::Error>((request_from_row(&r)?, upstream_login_from_row(&r)?))).transpose()?)
     }
 
     async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool> {

@@ -621,6 +621,41 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn start_upstream_login(&self, id: &str, login: &UpstreamLogin, now: Timestamp) -> StoreResult<bool> {
+        let done = self
+            .execute(
+                "UPDATE authorization_requests SET upstream = ?, upstream_state_hash = ?, upstream_nonce = ?, \
+                 upstream_verifier = ? WHERE id = ? AND user_id IS NULL AND expires_at > ?",
+                (&login.upstream, &login.state_hash, &login.nonce, &login.verifier, id, now),
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn take_upstream_login(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<(AuthorizationRequest, UpstreamLogin)>> {
+        // The state is spent whatever follows: a second callback with it finds nothing.
+        self.write(|tx| {
+            let found = tx
+                .prepare_cached(
+                    "SELECT * FROM authorization_requests WHERE upstream_state_hash = ? AND expires_at > ? \
+                     AND user_id IS NULL",
+                )?
+                .query_row(params![state_hash, now], |r| Ok((request_from_row(r)?, upstream_login_from_row(r)?)))
+                .optional()?;
+            tx.prepare_cached(
+                "UPDATE authorization_requests SET upstream_state_hash = NULL, upstream_nonce = NULL, \
+                 upstream_verifier = NULL WHERE upstream_state_hash = ?",
+            )?
+            .execute([state_hash])?;
+            Ok(found)
+        })
+        .await
+    }
+
     async fn authenticate_request(&self, id: &str, login: &RequestLogin, now: Timestamp) -> StoreResult<bool> {
         let done = self
             .execute(

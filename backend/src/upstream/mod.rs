@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod ldap;
+pub mod oidc;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,6 +24,13 @@ pub enum UpstreamError {
     /// entries for one name, an entry without its id attribute).
     #[error("misconfigured: {0}")]
     Misconfigured(String),
+    /// Its answer failed Postern's checks (an id_token with a wrong audience, nonce, issuer or
+    /// signature; a mixed-up authorization response).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The person did not sign in there (cancelled, refused), as the provider says.
+    #[error("denied: {0}")]
+    Denied(String),
 }
 
 impl UpstreamError {
@@ -31,6 +39,8 @@ impl UpstreamError {
         match self {
             UpstreamError::Unreachable(_) => "unreachable",
             UpstreamError::Misconfigured(_) => "misconfigured",
+            UpstreamError::Rejected(_) => "invalid_response",
+            UpstreamError::Denied(_) => "denied",
         }
     }
 }
@@ -59,6 +69,8 @@ pub struct Person {
 pub struct Upstreams {
     /// LDAP directories, in the order of their ids: the password form asks each in turn.
     pub directories: Vec<Arc<ldap::Directory>>,
+    /// OpenID Connect providers, in the order of their ids: the login page's buttons.
+    pub providers: Vec<Arc<oidc::Provider>>,
 }
 
 impl Upstreams {
@@ -70,9 +82,17 @@ impl Upstreams {
                 UpstreamConfig::Ldap(ldap) => upstreams
                     .directories
                     .push(Arc::new(ldap::Directory::new(id, ldap).map_err(|e| format!("upstreams.{id}: {e}"))?)),
+                UpstreamConfig::Oidc(oidc) => upstreams
+                    .providers
+                    .push(Arc::new(oidc::Provider::new(id, oidc).map_err(|e| format!("upstreams.{id}: {e}"))?)),
             }
         }
         Ok(upstreams)
+    }
+
+    /// The OpenID Connect provider with this id.
+    pub fn provider(&self, id: &str) -> Option<&Arc<oidc::Provider>> {
+        self.providers.iter().find(|p| p.id == id)
     }
 
     /// The directory with this id.

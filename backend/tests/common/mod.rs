@@ -24,8 +24,11 @@ use serde_json::Value;
 use url::Url;
 
 mod directory;
+mod provider;
 #[allow(unused_imports)]
 pub use directory::*;
+#[allow(unused_imports)]
+pub use provider::*;
 
 /// JupyterHub's callback, as registered for the `jupyterhub` test client.
 pub const HUB_CALLBACK: &str = "https://hub.example:8443/hub/oauth_callback";
@@ -161,8 +164,16 @@ impl Server {
 
     /// A server that is not started yet, on `database` (or a new one).
     fn prepare(extra: &str, issuer: Option<&str>, database: Option<&str>) -> Self {
+        Self::prepare_on(extra, issuer, database, free_port())
+    }
+
+    /// Like [`Server::start`], on a port chosen beforehand (for an upstream that must know the callback).
+    pub fn start_on_port(extra: &str, port: u16) -> Self {
+        Self::prepare_on(extra, None, None, port).spawn_and_wait()
+    }
+
+    fn prepare_on(extra: &str, issuer: Option<&str>, database: Option<&str>, port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let local = format!("http://127.0.0.1:{port}");
         let issuer = issuer.map_or(local.clone(), str::to_owned);
         // No built UI unless a test asks for one: errors then come as Postern's own HTML page.
@@ -261,11 +272,8 @@ impl Server {
 
     fn write_config(&self) {
         // The extra's top-level keys go first, its tables last, so that tests may give either.
-        let split = self.extra.find("\n[").map(|i| i + 1).unwrap_or(if self.extra.starts_with('[') {
-            0
-        } else {
-            self.extra.len()
-        });
+        let split =
+            if self.extra.starts_with('[') { 0 } else { self.extra.find("\n[").map_or(self.extra.len(), |i| i + 1) };
         let (extra, tables) = self.extra.split_at(split);
         let config = format!(
             r#"{extra}
