@@ -271,10 +271,8 @@ impl Provider {
         // Providers that keep profile claims for userinfo (OIDC Core §5.4) get asked there too; the
         // id_token's word wins where both speak.
         if let Ok(request) = client.user_info(response.access_token().clone(), Some(claims.subject().clone())) {
-            let info: UserInfoClaims<AllClaims, CoreGenderClaim> = request
-                .request_async(&self.http)
-                .await
-                .map_err(|e| match e {
+            let info: UserInfoClaims<AllClaims, CoreGenderClaim> =
+                request.request_async(&self.http).await.map_err(|e| match e {
                     openidconnect::UserInfoError::ClaimsVerification(e) => {
                         UpstreamError::Rejected(format!("userinfo: {e}"))
                     }

@@ -154,31 +154,50 @@ fn LoginForm(request: PendingRequest, handle: String) -> impl IntoView {
             </div>
         }
     });
+    // One "Continue with …" link per upstream provider: a top-level navigation through Postern to it
+    // (rel="external": not a route of this app for the router to take over).
+    let has_buttons = !request.upstreams.is_empty();
+    let buttons = has_buttons.then(|| {
+        let links = request
+            .upstreams
+            .iter()
+            .map(|u| view! { <li><a class="button secondary upstream" rel="external" href=u.url.clone()>"Continue with " {u.name.clone()}</a></li> })
+            .collect_view();
+        view! { <ul class="upstreams">{links}</ul> }
+    });
+    let divider = (has_buttons && request.local_accounts).then(|| view! { <p class="divider"><span>"or"</span></p> });
+    let form = request.local_accounts.then(|| {
+        view! {
+                <form on:submit=on_submit novalidate>
+                    <label for="username">"Username"</label>
+                    <input id="username" name="username" type="text" autocomplete="username" autocapitalize="none"
+                        spellcheck="false" required autofocus node_ref=username_input aria-describedby="login-error"
+                        aria-invalid=invalid_attr(|i| i.username)
+                        disabled=move || ended.get()
+                        prop:value=move || username.get()
+                        on:input=move |ev| set_username.set(event_target_value(&ev))/>
+                    <label for="password">"Password"</label>
+                    <input id="password" name="password" type="password" autocomplete="current-password" required
+                        node_ref=password_input aria-describedby="login-error"
+                        aria-invalid=invalid_attr(|i| i.password)
+                        disabled=move || ended.get()
+                        prop:value=move || password.get()
+                        on:input=move |ev| set_password.set(event_target_value(&ev))/>
+                    <p id="login-error" class="error-text" role="alert" aria-live="assertive">{move || error.get()}</p>
+                    <button type="submit" disabled=move || submitting.get() || ended.get()
+                        aria-busy=move || submitting.get().to_string()>
+                        {move || if submitting.get() { "Signing in…" } else { "Sign in" }}
+                    </button>
+                </form>
+        }
+    });
     view! {
         <section class="card">
             <h1>"Sign in"</h1>
             <p class="lead">"to continue to " <strong class="client">{request.client_name}</strong></p>
-            <form on:submit=on_submit novalidate>
-                <label for="username">"Username"</label>
-                <input id="username" name="username" type="text" autocomplete="username" autocapitalize="none"
-                    spellcheck="false" required autofocus node_ref=username_input aria-describedby="login-error"
-                    aria-invalid=invalid_attr(|i| i.username)
-                    disabled=move || ended.get()
-                    prop:value=move || username.get()
-                    on:input=move |ev| set_username.set(event_target_value(&ev))/>
-                <label for="password">"Password"</label>
-                <input id="password" name="password" type="password" autocomplete="current-password" required
-                    node_ref=password_input aria-describedby="login-error"
-                    aria-invalid=invalid_attr(|i| i.password)
-                    disabled=move || ended.get()
-                    prop:value=move || password.get()
-                    on:input=move |ev| set_password.set(event_target_value(&ev))/>
-                <p id="login-error" class="error-text" role="alert" aria-live="assertive">{move || error.get()}</p>
-                <button type="submit" disabled=move || submitting.get() || ended.get()
-                    aria-busy=move || submitting.get().to_string()>
-                    {move || if submitting.get() { "Signing in…" } else { "Sign in" }}
-                </button>
-            </form>
+            {buttons}
+            {divider}
+            {form}
             {consent}
         </section>
     }
