@@ -144,7 +144,8 @@ pub enum UserCommand {
         username: String,
         /// The upstream's id (`[upstreams.<id>]`).
         upstream: String,
-        /// The person's name at the upstream (LDAP: what they type to sign in), looked up there.
+        /// Who the person is at the upstream: for LDAP what they type to sign in (looked up there), for
+        /// OpenID Connect their `sub`.
         #[arg(long = "as")]
         name: String,
     },
@@ -249,6 +250,22 @@ async fn upstream(config: &Config, command: UpstreamCommand) -> anyhow::Result<(
                     "{:<16} {:<6} {:<28} {}",
                     directory.id, "ldap", directory.config.name, directory.config.url
                 )?;
+            }
+            for provider in &upstreams.providers {
+                writeln!(
+                    out,
+                    "{:<16} {:<6} {:<28} {}",
+                    provider.id, "oidc", provider.config.name, provider.config.issuer
+                )?;
+            }
+        }
+        UpstreamCommand::Test { id, user } if upstreams.provider(&id).is_some() => {
+            let provider = upstreams.provider(&id).expect("checked");
+            let found = provider.check().await.with_context(|| format!("{id} ({})", provider.config.issuer))?;
+            println!("{id}: discovery and keys fetched\n{found}");
+            println!("callback to register there: {}", config.endpoint(&format!("/upstreams/{id}/callback")));
+            if user.is_some() {
+                println!("(--user is for LDAP: a provider shows its claims only to a person signing in through it)");
             }
         }
         UpstreamCommand::Test { id, user } => {
@@ -424,14 +441,27 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             let user =
                 store.user_by_name(&username).await?.ok_or_else(|| anyhow::anyhow!("no user named {username}"))?;
             let upstreams = Upstreams::new(config).map_err(anyhow::Error::msg)?;
-            let directory = upstreams
-                .directory(&upstream)
-                .with_context(|| format!("no upstream `{upstream}` in the configuration"))?;
-            let person = directory
-                .lookup(&name)
-                .await
-                .with_context(|| format!("{upstream}: looking up {name}"))?
-                .with_context(|| format!("{upstream}: nobody named {name}"))?;
+            let person = if upstreams.provider(&upstream).is_some() {
+                // A provider cannot be asked about someone: `--as` is their `sub` there.
+                crate::upstream::Person {
+                    subject: name.clone(),
+                    name: name.clone(),
+                    locator: None,
+                    display_name: user.display_name.clone(),
+                    email: user.email.clone(),
+                    email_verified: user.email_verified,
+                    groups: user.groups.clone(),
+                }
+            } else {
+                let directory = upstreams
+                    .directory(&upstream)
+                    .with_context(|| format!("no upstream `{upstream}` in the configuration"))?;
+                directory
+                    .lookup(&name)
+                    .await
+                    .with_context(|| format!("{upstream}: looking up {name}"))?
+                    .with_context(|| format!("{upstream}: nobody named {name}"))?
+            };
             let now = now();
             let identity = UpstreamIdentity {
                 upstream: upstream.clone(),

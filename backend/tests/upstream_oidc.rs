@@ -244,3 +244,33 @@ fn provider_location(response: &reqwest::Response) -> Url {
     assert!(response.status().is_redirection(), "expected a redirect, got {}", response.status());
     response.url().join(response.headers()["location"].to_str().unwrap()).unwrap()
 }
+
+#[tokio::test]
+async fn the_cli_tests_a_provider_and_links_its_subject_to_an_existing_account() {
+    let (server, provider) = start("", "");
+    let list = String::from_utf8(server.cli(&["upstream", "list"], "").stdout).unwrap();
+    assert!(list.contains(ID) && list.contains("oidc") && list.contains(&provider.issuer), "{list}");
+    let test = server.cli(&["upstream", "test", ID], "");
+    let report = String::from_utf8_lossy(&test.stdout);
+    assert!(test.status.success(), "{}", String::from_utf8_lossy(&test.stderr));
+    for expected in ["discovery and keys fetched", "token endpoint", "signing keys 1", "RFC 9207 iss sent"] {
+        assert!(report.contains(expected), "{expected}: {report}");
+    }
+    assert!(report.contains(&format!("{}/upstreams/{ID}/callback", server.issuer)), "{report}");
+
+    server.add_user("ada", &["staff"]);
+    let linked = server.cli(&["user", "link", "ada", ID, "--as", "carol"], "");
+    assert!(linked.status.success(), "{}", String::from_utf8_lossy(&linked.stderr));
+    let claims = at_hub(sign_in_with(&server, &provider, &browser(), "carol").await);
+    assert_eq!(claims["sub"], "ada", "the provider's carol lands in the linked account");
+
+    let mut down = provider;
+    down.stop();
+    let failed = server.cli(&["upstream", "test", ID], "");
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("unreachable"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}

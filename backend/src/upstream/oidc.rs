@@ -148,6 +148,23 @@ impl Provider {
         Ok(d)
     }
 
+    /// Fetches the discovery document and keys now, for `postern upstream test`: what was found.
+    pub async fn check(&self) -> Result<String, UpstreamError> {
+        self.discovered.lock().await.take();
+        let d = self.discovered().await?;
+        let m = &d.metadata;
+        Ok(format!(
+            "issuer {}\nauthorization endpoint {}\ntoken endpoint {}\nuserinfo endpoint {}\nsigning keys {}\n\
+             RFC 9207 iss {}",
+            m.issuer().as_str(),
+            m.authorization_endpoint().as_str(),
+            m.token_endpoint().map_or("none (required)", |u| u.as_str()),
+            m.userinfo_endpoint().map_or("none", |u| u.as_str()),
+            m.jwks().keys().len(),
+            if m.additional_metadata().authorization_response_iss_parameter_supported { "sent" } else { "not sent" },
+        ))
+    }
+
     /// Fetches the JWKS again (an id_token named a key Postern does not have), unless that was done
     /// within the last minute; whether there is a new set to try.
     async fn refetch_jwks(&self, seen: &Arc<Discovered>) -> Result<Option<Arc<Discovered>>, UpstreamError> {
