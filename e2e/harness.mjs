@@ -350,3 +350,41 @@ export async function exchange(postern, code, redirect, verifier) {
   const r = await fetch(postern.url("/token"), { method: "POST", body });
   return { status: r.status, body: await r.json() };
 }
+
+/**
+ * A real third-party OpenID Connect provider (panva's oidc-provider, e2e/upstream-op.mjs) on a free
+ * loopback port, with Postern's callback for upstream `uni` of each of `issuers` registered; its
+ * `issuer`, `child` (stop it with `stopProcess`) and `logPath` (target/upstream-op-<port>.log).
+ */
+export async function startProvider(issuers) {
+  const port = await freePort();
+  fs.mkdirSync(path.join(root, "target"), { recursive: true });
+  const logPath = path.join(root, "target", `upstream-op-${port}.log`);
+  const child = startProcess("node", [path.join(root, "e2e", "upstream-op.mjs")], {
+    logPath,
+    env: { ...process.env, PORT: String(port), REDIRECT_URI: issuers.map((i) => `${i}/upstreams/uni/callback`).join(",") },
+  });
+  const issuer = `http://127.0.0.1:${port}`;
+  for (const deadline = Date.now() + 15_000; ; ) {
+    try {
+      if ((await fetch(`${issuer}/.well-known/openid-configuration`)).ok) return { issuer, child, logPath };
+    } catch {}
+    if (!isRunning(child)) throw new Error("the upstream provider exited");
+    if (Date.now() > deadline) throw new Error("the upstream provider did not start");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Postern's `[upstreams.uni]` table for that provider. */
+export function upstreamConfig(issuer) {
+  return `
+[upstreams.uni]
+kind = "oidc"
+name = "Uni"
+issuer = "${issuer}"
+client_id = "postern"
+client_secret = "postern-upstream-secret"
+scopes = ["openid", "profile", "email", "groups"]
+groups_claim = "groups"
+`;
+}

@@ -76,6 +76,7 @@ export function hubSuite({ replicas = 1 } = {}) {
     stack = await startStack({
       replicas,
       directory: true,
+      provider: true,
       accessTokenLifetime: ACCESS_TOKEN_LIFETIME,
       users: [
         ["alice", ["e2e-users", "hub-admins"]],
@@ -187,6 +188,30 @@ export function hubSuite({ replicas = 1 } = {}) {
     });
     await step("the Hub's groups and admin flag come from the directory's groups", async () => {
       const user = await (await hubApi(stack, "/users/dora")).json();
+      assert.equal(user.admin, true, JSON.stringify(user));
+      assert.deepEqual([...user.groups].sort(), ["e2e-users", "hub-admins"]);
+    });
+    await page.context().close();
+  });
+
+  test("a person from the institution's OpenID Connect provider signs in to the Hub with its groups", { timeout: 120_000 }, async () => {
+    const page = await newPage(browser);
+    await step("olivia presses \"Continue with Uni\" and signs in there", async () => {
+      await page.goto(stack.url("hub", "/hub/"));
+      await page.waitForURL((u) => u.href.startsWith(stack.url("ui", "/login?request=")));
+      await page.getByRole("link", { name: "Continue with Uni" }).click();
+      await page.locator("input[name=login]").waitFor();
+      await page.fill("input[name=login]", "olivia");
+      await page.fill("input[name=password]", "anything");
+      await page.click("button[type=submit]");
+      await page.locator("button[type=submit]").waitFor();
+      await page.click("button[type=submit]");
+      await page.waitForURL((u) => u.href.startsWith(stack.url("hub", "/hub/home")), { timeout: 30_000 });
+      await assertHubUser(page, "olivia");
+      assert.match(stack.apiLog(), /event="upstream_login_succeeded" upstream=uni client_id=jupyterhub .*\buser=olivia(\s|$)/);
+    });
+    await step("the Hub's groups and admin flag come from the provider's groups claim", async () => {
+      const user = await (await hubApi(stack, "/users/olivia")).json();
       assert.equal(user.admin, true, JSON.stringify(user));
       assert.deepEqual([...user.groups].sort(), ["e2e-users", "hub-admins"]);
     });

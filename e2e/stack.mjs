@@ -14,7 +14,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-import { Postern, dist, freePort, isRunning, root, startProcess, stopProcess } from "./harness.mjs";
+import { Postern, dist, freePort, isRunning, root, startProcess, startProvider, stopProcess, upstreamConfig } from "./harness.mjs";
 
 const pgScript = path.join(root, "scripts", "postgres");
 
@@ -152,7 +152,7 @@ user_filter = "(&(objectClass=inetOrgPerson)(uid={username}))"
 `;
 }
 
-export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [], replicas = 1, directory = false } = {}) {
+export async function startStack({ work, domain = "example", port, accessTokenLifetime = 900, users = [], replicas = 1, directory = false, provider = false } = {}) {
   const ownWork = !work;
   if (work) fs.mkdirSync(work, { recursive: true });
   else work = fs.mkdtempSync(path.join(os.tmpdir(), "postern-stack-"));
@@ -175,7 +175,13 @@ export async function startStack({ work, domain = "example", port, accessTokenLi
     // login throttle. Each starts on a fresh database in the work directory, which the demo keeps.
     const hubCallback = stack.url("hub", "/hub/oauth_callback");
     // With `directory`, an LDAP directory (slapd) whose people sign in through the password form too.
-    const upstream = directory ? await startDirectory(stack, tls) : "";
+    let upstream = directory ? await startDirectory(stack, tls) : "";
+    // With `provider`, an OpenID Connect provider (oidc-provider) whose button the login page shows.
+    if (provider) {
+      const op = await startProvider([stack.url("api", ""), stack.url("postern", "")].map((u) => u.replace(/\/$/, "")));
+      stack.processes.push({ name: "upstream-op", child: op.child, logPath: op.logPath, log: () => fs.readFileSync(op.logPath, "utf8") });
+      upstream += upstreamConfig(op.issuer);
+    }
     const extra = `trusted_proxies = ["127.0.0.1"]\ntokens.access_token_lifetime = ${accessTokenLifetime}\n${upstream}`;
     const posternDir = (name) => {
       const dir = path.join(work, `postern-${name}`);

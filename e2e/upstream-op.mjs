@@ -34,6 +34,7 @@ const keyD = await rsaJwk("key-d");
 const people = {
   alice: { name: "Alice Upstream", email: "alice@uni.example", email_verified: true, groups: ["staff", "hub-admins", "e2e-users"] },
   bob: { name: "Bob Upstream", email: "bob@uni.example", email_verified: false, groups: ["students"] },
+  olivia: { name: "Olivia Upstream", email: "olivia@uni.example", email_verified: true, groups: ["e2e-users", "hub-admins"] },
 };
 
 // One store for all of them: B, C and D redeem the codes A issued.

@@ -6,40 +6,9 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { Postern, authorization, exchange, freePort, launchBrowser, newPage, root, shot, startApp, startProcess, stopProcess, unexpectedErrors } from "./harness.mjs";
+import { Postern, authorization, exchange, freePort, launchBrowser, newPage, shot, startApp, startProvider, stopProcess, unexpectedErrors, upstreamConfig } from "./harness.mjs";
 
-let app, browser;
-const running = [];
-
-/** The provider on a free port, Postern's callbacks for `issuers` registered; its issuer. */
-async function startProvider(issuers) {
-  const port = await freePort();
-  const logPath = path.join(root, "target", `upstream-op-${port}.log`);
-  const child = startProcess("node", [path.join(root, "e2e", "upstream-op.mjs")], {
-    logPath,
-    env: { ...process.env, PORT: String(port), REDIRECT_URI: issuers.map((i) => `${i}/upstreams/uni/callback`).join(",") },
-  });
-  running.push(child);
-  const issuer = `http://127.0.0.1:${port}`;
-  for (const deadline = Date.now() + 15_000; ; ) {
-    try {
-      if ((await fetch(`${issuer}/.well-known/openid-configuration`)).ok) return issuer;
-    } catch {}
-    if (Date.now() > deadline) throw new Error("the upstream provider did not start");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const upstream = (issuer) => `
-[upstreams.uni]
-kind = "oidc"
-name = "Uni"
-issuer = "${issuer}"
-client_id = "postern"
-client_secret = "postern-upstream-secret"
-scopes = ["openid", "profile", "email", "groups"]
-groups_claim = "groups"
-`;
+let app, browser, provider;
 
 let mixed, buttonsOnly;
 
@@ -47,10 +16,14 @@ before(async () => {
   app = await startApp();
   const [mixedPort, onlyPort] = [await freePort(), await freePort()];
   const issuers = [`http://127.0.0.1:${mixedPort}`, `http://127.0.0.1:${onlyPort}`];
-  const provider = await startProvider(issuers);
-  mixed = await Postern.start({ appRedirect: app.redirect, port: mixedPort, extra: upstream(provider) });
+  provider = await startProvider(issuers);
+  mixed = await Postern.start({ appRedirect: app.redirect, port: mixedPort, extra: upstreamConfig(provider.issuer) });
   mixed.addUser("guest");
-  buttonsOnly = await Postern.start({ appRedirect: app.redirect, port: onlyPort, extra: `[login]\nlocal_accounts = false\n${upstream(provider)}` });
+  buttonsOnly = await Postern.start({
+    appRedirect: app.redirect,
+    port: onlyPort,
+    extra: `[login]\nlocal_accounts = false\n${upstreamConfig(provider.issuer)}`,
+  });
   browser = await launchBrowser();
 }, { timeout: 60_000 });
 
@@ -58,7 +31,7 @@ after(async () => {
   await browser?.close();
   await mixed?.stop();
   await buttonsOnly?.stop();
-  await Promise.all(running.map((child) => stopProcess(child)));
+  if (provider) await stopProcess(provider.child);
   app?.close();
 });
 
