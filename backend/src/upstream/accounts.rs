@@ -2,7 +2,8 @@
 //!
 //! An upstream identity is keyed by (upstream, the upstream's stable id for the person), never by a
 //! name or an e-mail address. The first sign-in of an unknown identity creates a user (when the
-//! upstream provisions) named after the upstream's name for the person; if another account already
+//! upstream provisions) named after the upstream's name for the person (its part before an `@`, for
+//! a principal name or an e-mail address); if another account already
 //! has that name, the new one is `<name>-<upstream>` (then `-2`, `-3`, …): two people are never
 //! merged. Linking an identity to an existing account is the operator's (`postern user link`).
 
@@ -64,6 +65,12 @@ fn profile(person: &Person) -> UpstreamProfile {
     }
 }
 
+/// The username an upstream's name for a person gives: the name lower-cased, or for a name with `@`
+/// (an eduPersonPrincipalName, a user principal name, an e-mail address) its part before the `@`.
+fn username_for(name: &str) -> Option<String> {
+    normalize_username(name).ok().or_else(|| normalize_username(name.split('@').next()?).ok())
+}
+
 /// Usernames a new account from `upstream` may take, in order.
 fn candidates(base: &str, upstream: &str) -> Vec<String> {
     let mut names = vec![base.to_owned()];
@@ -103,7 +110,7 @@ pub async fn sign_in(
         if !provision {
             return Ok(Err(Refusal::NotProvisioned));
         }
-        let Ok(base) = normalize_username(&person.name) else { return Ok(Err(Refusal::UnusableName)) };
+        let Some(base) = username_for(&person.name) else { return Ok(Err(Refusal::UnusableName)) };
         let identity = UpstreamIdentity {
             upstream: upstream.to_owned(),
             subject: person.subject.clone(),
@@ -213,6 +220,13 @@ pub async fn recheck(store: &dyn Store, upstreams: &Upstreams, mut user: User, n
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_principal_name_gives_its_local_part() {
+        assert_eq!(username_for("JDoe").as_deref(), Some("jdoe"));
+        assert_eq!(username_for("jdoe@uni.edu").as_deref(), Some("jdoe"));
+        assert_eq!(username_for("J Doe"), None);
+    }
 
     #[test]
     fn a_taken_name_gets_the_upstream_then_a_number() {
