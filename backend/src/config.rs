@@ -719,6 +719,22 @@ pub fn check_upstream_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// Checks an upstream's static groups and group prefix. (Both kinds repeat these fields rather than
+/// share a flattened struct: serde cannot flatten into a struct that denies unknown fields.)
+fn check_group_mapping(
+    key: &dyn Fn(&str) -> String,
+    static_groups: &[String],
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    for group in static_groups {
+        crate::users::check_group(group).map_err(|m| invalid(key("static_groups"), m))?;
+    }
+    if !prefix.is_empty() {
+        crate::users::check_group(&format!("{prefix}x")).map_err(|m| invalid(key("group_prefix"), m))?;
+    }
+    Ok(())
+}
+
 impl LdapConfig {
     fn validate(&self, id: &str) -> Result<(), ConfigError> {
         let key = |field: &str| format!("upstreams.{id}.{field}");
@@ -781,13 +797,7 @@ impl LdapConfig {
                 return Err(invalid(key("attributes"), format!("`{attribute}` is not an attribute name")));
             }
         }
-        for group in &self.static_groups {
-            crate::users::check_group(group).map_err(|m| invalid(key("static_groups"), m))?;
-        }
-        if !self.group_prefix.is_empty() {
-            crate::users::check_group(&format!("{}x", self.group_prefix))
-                .map_err(|m| invalid(key("group_prefix"), m))?;
-        }
+        check_group_mapping(&key, &self.static_groups, &self.group_prefix)?;
         for (field, value) in [("recheck_interval", self.recheck_interval), ("offline_grace", self.offline_grace)] {
             if !(1..=10 * 365 * 24 * 3600).contains(&value) {
                 return Err(invalid(key(field), "must be between 1 second and 10 years"));
@@ -840,13 +850,7 @@ impl OidcConfig {
         if self.groups_claim.as_deref().is_some_and(|c| c.is_empty() || c.split('.').any(str::is_empty)) {
             return Err(invalid(key("groups_claim"), "must be a claim name or a dotted path"));
         }
-        for group in &self.static_groups {
-            crate::users::check_group(group).map_err(|m| invalid(key("static_groups"), m))?;
-        }
-        if !self.group_prefix.is_empty() {
-            crate::users::check_group(&format!("{}x", self.group_prefix))
-                .map_err(|m| invalid(key("group_prefix"), m))?;
-        }
+        check_group_mapping(&key, &self.static_groups, &self.group_prefix)?;
         if !(1..=120).contains(&self.timeout) {
             return Err(invalid(key("timeout"), "must be between 1 and 120 seconds"));
         }

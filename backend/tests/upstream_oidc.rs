@@ -42,14 +42,7 @@ async fn to_provider_and_back(
     let auth = authorization(&hub, &[("scope", "openid profile email groups")]);
     let page = location(&browser.get(auth.url.clone()).send().await.unwrap());
     let handle = query(&page, "request").expect("the login page");
-    let pending: shared::PendingRequest = browser
-        .get(server.url(&format!("/api/authorization-requests/{handle}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending = pending_request(browser, server, &handle).await;
     let button = pending.upstreams.iter().find(|b| b.id == ID).expect("a button for the provider");
     assert_eq!(button.name, "Uni");
     let to_provider = location(&browser.get(&button.url).send().await.unwrap());
@@ -217,14 +210,7 @@ async fn a_page_of_buttons_only_refuses_passwords_and_auto_redirect_skips_it() {
     server.add_user("guest", &[]);
     let browser = browser();
     let handle = pending_handle(&browser, &server).await;
-    let pending: shared::PendingRequest = browser
-        .get(server.url(&format!("/api/authorization-requests/{handle}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending = pending_request(&browser, &server, &handle).await;
     assert!(!pending.local_accounts);
     let refused = submit_login(&browser, &server, &handle, "guest", PASSWORD).await;
     assert_eq!(refused.status(), 400);

@@ -562,20 +562,19 @@ pub async fn login(browser: &reqwest::Client, server: &Server, auth_url: &Url, u
     let login_page = location(&response);
     assert_eq!(login_page.path(), "/login", "expected the login page, got {login_page}");
     let handle = query(&login_page, "request").expect("login page URL carries the request handle");
-    let pending: shared::PendingRequest = browser
-        .get(server.url(&format!("/api/authorization-requests/{handle}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending = pending_request(browser, server, &handle).await;
     assert!(!pending.client_name.is_empty());
     let response = submit_login(browser, server, &handle, username, password).await;
     assert_eq!(response.status(), 200, "login failed: {}", response.text().await.unwrap());
     let body: shared::LoginResponse = response.json().await.unwrap();
     // The browser's top-level visit that sets the session cookie and goes on to the client.
     location(&browser.get(body.redirect_to).send().await.unwrap())
+}
+
+/// What the login page learns about a pending request.
+pub async fn pending_request(browser: &reqwest::Client, server: &Server, handle: &str) -> shared::PendingRequest {
+    let url = server.url(&format!("/api/authorization-requests/{handle}"));
+    browser.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Starts a sign-in for the Hub in `browser`; returns the login page's request handle.
