@@ -125,8 +125,9 @@ pub enum UpstreamConfig {
 pub struct OidcConfig {
     /// The button reads "Continue with <name>".
     pub name: String,
-    /// The provider's issuer, exactly as its discovery document spells it.
-    pub issuer: Url,
+    /// The provider's issuer, exactly as its discovery document spells it (a trailing `/` or not:
+    /// kept as written, since the id_token's `iss` must match it character for character).
+    pub issuer: String,
     /// Postern's client id there.
     pub client_id: String,
     /// Its secret (prefer `client_secret_file` or `POSTERN_UPSTREAMS__<ID>__CLIENT_SECRET`).
@@ -813,16 +814,17 @@ impl LdapConfig {
 impl OidcConfig {
     fn validate(&self, id: &str) -> Result<(), ConfigError> {
         let key = |field: &str| format!("upstreams.{id}.{field}");
-        let loopback = matches!(self.issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || matches!(self.issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-            || self.issuer.host_str() == Some("localhost");
-        match self.issuer.scheme() {
+        let issuer = Url::parse(&self.issuer).map_err(|e| invalid(key("issuer"), format!("not a URL: {e}")))?;
+        let loopback = matches!(issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || matches!(issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+            || issuer.host_str() == Some("localhost");
+        match issuer.scheme() {
             "https" => {}
             // A provider on the same machine (tests, a sidecar) may speak plain http.
             "http" if loopback => {}
             _ => return Err(invalid(key("issuer"), "must be an https URL")),
         }
-        if self.issuer.query().is_some() || self.issuer.fragment().is_some() {
+        if issuer.query().is_some() || issuer.fragment().is_some() {
             return Err(invalid(key("issuer"), "must not have a query or fragment"));
         }
         if self.name.trim().is_empty() {
@@ -909,5 +911,41 @@ mod tests {
             let error = Figment::new().merge(Toml::string(&toml)).extract::<Config>().unwrap_err().to_string();
             assert!(!error.contains("unknown field"), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn upstreams_are_checked_before_anything_starts() {
+        let check = |toml: &str| {
+            let config: Config = Figment::new()
+                .merge(Toml::string(&format!("issuer = \"https://id.example\"\n{toml}")))
+                .extract()
+                .map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())
+        };
+        let oidc = |issuer: &str| {
+            format!("[upstreams.uni]\nkind = \"oidc\"\nname = \"Uni\"\nissuer = \"{issuer}\"\nclient_id = \"p\"\nclient_secret = \"s\"\n")
+        };
+        let ldap = |url: &str, extra: &str| {
+            format!("[upstreams.campus]\nkind = \"ldap\"\nurl = \"{url}\"\nuser_base = \"dc=x\"\n{extra}\n")
+        };
+        assert!(check(&oidc("https://sso.example/realms/x")).is_ok());
+        assert!(check(&oidc("http://127.0.0.1:3000")).is_ok(), "a provider on loopback may be plain http");
+        assert!(check(&oidc("http://sso.example")).unwrap_err().contains("https"));
+        assert!(check(&ldap("ldaps://ldap.example", "")).is_ok());
+        assert!(check(&ldap("ldap://ldap.example", "starttls = true")).is_ok());
+        assert!(check(&ldap("ldap://ldap.example", "")).unwrap_err().contains("clear"));
+        assert!(check(&ldap("ldap://ldap.example", "allow_insecure = true")).is_ok());
+        assert!(check(&ldap("ldaps://ldap.example", "user_filter = \"(uid=x)\"")).unwrap_err().contains("{username}"));
+        assert!(check(&ldap("ldaps://ldap.example", "user_filter = \"(uid={username}\""))
+            .unwrap_err()
+            .contains("RFC 4515"));
+        assert!(check(&ldap("ldaps://ldap.example", "bind_password = \"x\"")).unwrap_err().contains("bind_dn"));
+        assert!(check(&ldap("ldaps://ldap.example", "unknown = 1")).unwrap_err().contains("unknown"));
+        assert!(check(&oidc("https://sso.example").replace("uni", "Not_An_Id")).unwrap_err().contains("upstream id"));
+        assert!(check("[login]\nlocal_accounts = false").unwrap_err().contains("nobody could sign in"));
+        let auto = format!("[login]\nauto_redirect = true\n{}", oidc("https://sso.example"));
+        assert!(check(&auto).unwrap_err().contains("local_accounts = false"));
+        let auto = format!("[login]\nauto_redirect = true\nlocal_accounts = false\n{}", oidc("https://sso.example"));
+        assert!(check(&auto).is_ok());
     }
 }

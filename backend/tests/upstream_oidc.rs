@@ -260,3 +260,20 @@ async fn the_cli_tests_a_provider_and_links_its_subject_to_an_existing_account()
         String::from_utf8_lossy(&failed.stderr)
     );
 }
+
+#[tokio::test]
+async fn an_application_may_name_the_provider_to_sign_in_at() {
+    let (server, provider) = start("", "");
+    let hub = hub_client(&server);
+    for hint in ["idp_hint", "kc_idp_hint"] {
+        let browser = browser();
+        let auth = authorization(&hub, &[(hint, ID)]);
+        let first = location(&browser.get(auth.url.clone()).send().await.unwrap());
+        assert_eq!(first.path(), format!("/upstreams/{ID}/start"), "{hint}: straight to the provider");
+        let callback = provider.sign_in(&browser, location(&browser.get(first).send().await.unwrap()), "alice").await;
+        assert_eq!(at_hub(follow(&server, &browser, callback, auth).await)["sub"], "alice", "{hint}");
+    }
+    // A name that is no provider's shows the login page as usual.
+    let auth = authorization(&hub, &[("idp_hint", "nowhere")]);
+    assert_eq!(location(&browser().get(auth.url.clone()).send().await.unwrap()).path(), "/login");
+}

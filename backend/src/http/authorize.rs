@@ -34,6 +34,8 @@ pub(super) const AUTHORIZE_PARAMS: &[&str] = &[
     "id_token_hint",
     "request",
     "request_uri",
+    "idp_hint",
+    "kc_idp_hint",
 ];
 
 /// Longest `state` accepted (a client's own opaque value; JupyterHub's is about 100 characters).
@@ -221,8 +223,13 @@ async fn authorize(
         ..validated.into_request(&client, tokens::handle_key(&handle), now)
     };
     state.store.insert_authorization_request(&request, PENDING_LIMITS).await?;
-    let login = match state.upstreams.providers.first().filter(|_| state.config.login.auto_redirect) {
-        // Straight to the one provider everyone signs in at, without showing the login page.
+    // An application may name the upstream provider to sign in at (`idp_hint`, or Keycloak's
+    // `kc_idp_hint`; a name that is not one is ignored), or there is only one and the operator sends
+    // everyone there: then the browser goes straight to it, without the login page.
+    let hinted =
+        params.get("idp_hint").or_else(|| params.get("kc_idp_hint")).and_then(|id| state.upstreams.provider(id));
+    let only = state.upstreams.providers.first().filter(|_| state.config.login.auto_redirect);
+    let login = match hinted.or(only) {
         Some(provider) => super::upstream::start_url(&state, &provider.id, &handle),
         None => with_query(&state.config.ui_page("/login"), &[("request", &handle)]),
     };

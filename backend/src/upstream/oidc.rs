@@ -104,7 +104,7 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider").field("id", &self.id).field("issuer", &self.config.issuer.as_str()).finish()
+        f.debug_struct("Provider").field("id", &self.id).field("issuer", &self.config.issuer).finish()
     }
 }
 
@@ -138,7 +138,7 @@ impl Provider {
         if let Some(d) = cached.as_ref().filter(|d| d.fetched.elapsed() < DISCOVERY_LIFETIME) {
             return Ok(d.clone());
         }
-        let issuer = IssuerUrl::new(self.config.issuer.as_str().trim_end_matches('/').to_owned())
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| UpstreamError::Misconfigured(format!("issuer: {e}")))?;
         let metadata = Metadata::discover_async(issuer, &self.http).await.map_err(|e| {
             UpstreamError::Unreachable(format!("discovery at {}: {}", self.config.issuer, error_chain(&e)))
