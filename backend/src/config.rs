@@ -114,7 +114,7 @@ impl Default for LoginConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum UpstreamConfig {
     /// An LDAP directory (OpenLDAP, Active Directory) checked by the password form.
-    Ldap(LdapConfig),
+    Ldap(Box<LdapConfig>),
     /// An OpenID Connect provider the login page offers a button for.
     Oidc(OidcConfig),
 }
