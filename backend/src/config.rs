@@ -116,7 +116,7 @@ pub enum UpstreamConfig {
     /// An LDAP directory (OpenLDAP, Active Directory) checked by the password form.
     Ldap(Box<LdapConfig>),
     /// An OpenID Connect provider the login page offers a button for.
-    Oidc(OidcConfig),
+    Oidc(Box<OidcConfig>),
 }
 
 /// An OpenID Connect provider: Postern is its relying party (code flow, PKCE, nonce, a verified id_token).
