@@ -213,6 +213,14 @@ tokens.access_token_lifetime = 2"#,
         Expect::Stopped(StopReason::InvalidRedirectUri),
     ));
     cases.push(get("no client_id", authorize(&drop_key("client_id")), Expect::Stopped(StopReason::UnknownClient)));
+    // Upstream sign-in endpoints for an upstream that is not configured: stopped, whatever they carry.
+    for (name, path) in [
+        ("upstream start, unknown upstream", "/upstreams/nowhere/start?request=x"),
+        ("upstream callback, unknown upstream", "/upstreams/nowhere/callback?state=x&code=y&iss=z"),
+        ("upstream callback, unknown upstream, error", "/upstreams/nowhere/callback?error=access_denied&state=x"),
+    ] {
+        cases.push(get(name, path.into(), Expect::Stopped(StopReason::InvalidRequest)));
+    }
     cases.push(get(
         "unknown client_id",
         authorize(&set("client_id", "nobody".into())),
