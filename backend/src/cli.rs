@@ -281,15 +281,15 @@ async fn upstream(config: &Config, command: UpstreamCommand) -> anyhow::Result<(
                     .await
                     .with_context(|| format!("{id}: looking up {name}"))?
                     .with_context(|| format!("{id}: user_filter finds nobody named {name} under user_base"))?;
-                println!("entry:          {}", person.locator.as_deref().unwrap_or("-"));
+                println!("entry:          {}", person.profile.locator.as_deref().unwrap_or("-"));
                 println!("id ({}): {}", directory.config.id_attribute, person.subject);
-                match normalize_username(&person.name) {
+                match normalize_username(&person.profile.name) {
                     Ok(username) => println!("username:       {username} (if free; see `postern user list`)"),
-                    Err(e) => println!("username:       none: `{}` {e}", person.name),
+                    Err(e) => println!("username:       none: `{}` {e}", person.profile.name),
                 }
-                println!("name:           {}", person.display_name);
-                println!("email:          {}", person.email.as_deref().unwrap_or("-"));
-                println!("groups:         {}", person.groups.join(","));
+                println!("name:           {}", person.profile.display_name);
+                println!("email:          {}", person.profile.email.as_deref().unwrap_or("-"));
+                println!("groups:         {}", person.profile.groups.join(","));
             }
         }
     }
@@ -441,40 +441,34 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             let user =
                 store.user_by_name(&username).await?.ok_or_else(|| anyhow::anyhow!("no user named {username}"))?;
             let upstreams = Upstreams::new(config).map_err(anyhow::Error::msg)?;
-            let person = if upstreams.provider(&upstream).is_some() {
+            // Who they are there, and where to read them again.
+            let (subject, their_name, locator) = if upstreams.provider(&upstream).is_some() {
                 // A provider cannot be asked about someone: `--as` is their `sub` there.
-                crate::upstream::Person {
-                    subject: name.clone(),
-                    name: name.clone(),
-                    locator: None,
-                    display_name: user.display_name.clone(),
-                    email: user.email.clone(),
-                    email_verified: user.email_verified,
-                    groups: user.groups.clone(),
-                }
+                (name.clone(), name.clone(), None)
             } else {
                 let directory = upstreams
                     .directory(&upstream)
                     .with_context(|| format!("no upstream `{upstream}` in the configuration"))?;
-                directory
+                let person = directory
                     .lookup(&name)
                     .await
                     .with_context(|| format!("{upstream}: looking up {name}"))?
-                    .with_context(|| format!("{upstream}: nobody named {name}"))?
+                    .with_context(|| format!("{upstream}: nobody named {name}"))?;
+                (person.subject, person.profile.name, person.profile.locator)
             };
             let now = now();
             let identity = UpstreamIdentity {
                 upstream: upstream.clone(),
-                subject: person.subject.clone(),
+                subject: subject.clone(),
                 user_id: user.id,
-                name: person.name.clone(),
-                locator: person.locator.clone(),
+                name: their_name,
+                locator,
                 created_at: now,
                 last_login_at: None,
                 checked_at: now,
             };
             match store.link_upstream_identity(&identity).await {
-                Ok(()) => println!("{username} may now sign in as {name} at {upstream} ({})", person.subject),
+                Ok(()) => println!("{username} may now sign in as {name} at {upstream} ({subject})"),
                 Err(StoreError::Conflict(_)) => {
                     bail!("{name} at {upstream} is linked to an account already (see `postern user list`)")
                 }

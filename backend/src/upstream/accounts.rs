@@ -53,15 +53,14 @@ impl Refusal {
     }
 }
 
-/// The profile stored for a person.
-fn profile(person: &Person) -> UpstreamProfile {
-    UpstreamProfile {
-        name: person.name.clone(),
-        locator: person.locator.clone(),
-        display_name: person.display_name.clone(),
-        email: person.email.clone(),
-        email_verified: person.email_verified,
-        groups: person.groups.clone(),
+/// The user with what an upstream just said about them.
+fn with_profile(user: User, profile: &UpstreamProfile) -> User {
+    User {
+        display_name: profile.display_name.clone(),
+        email: profile.email.clone(),
+        email_verified: profile.email_verified,
+        groups: profile.groups.clone(),
+        ..user
     }
 }
 
@@ -98,25 +97,20 @@ pub async fn sign_in(
             if user.disabled {
                 return Ok(Err(Refusal::Disabled));
             }
-            store.record_upstream_profile(upstream, &person.subject, &profile(person), true, now).await?;
-            return Ok(Ok(User {
-                display_name: person.display_name.clone(),
-                email: person.email.clone(),
-                email_verified: person.email_verified,
-                groups: person.groups.clone(),
-                ..user
-            }));
+            store.record_upstream_profile(upstream, &person.subject, &person.profile, true, now).await?;
+            return Ok(Ok(with_profile(user, &person.profile)));
         }
         if !provision {
             return Ok(Err(Refusal::NotProvisioned));
         }
-        let Some(base) = username_for(&person.name) else { return Ok(Err(Refusal::UnusableName)) };
+        let profile = &person.profile;
+        let Some(base) = username_for(&profile.name) else { return Ok(Err(Refusal::UnusableName)) };
         let identity = UpstreamIdentity {
             upstream: upstream.to_owned(),
             subject: person.subject.clone(),
             user_id: 0,
-            name: person.name.clone(),
-            locator: person.locator.clone(),
+            name: profile.name.clone(),
+            locator: profile.locator.clone(),
             created_at: now,
             last_login_at: Some(now),
             checked_at: now,
@@ -125,10 +119,10 @@ pub async fn sign_in(
         for username in candidates(&base, upstream) {
             let user = NewUser {
                 username,
-                display_name: person.display_name.clone(),
-                email: person.email.clone(),
-                email_verified: person.email_verified,
-                groups: person.groups.clone(),
+                display_name: profile.display_name.clone(),
+                email: profile.email.clone(),
+                email_verified: profile.email_verified,
+                groups: profile.groups.clone(),
                 password_hash: String::new(),
             };
             match store.create_upstream_user(user, &identity, now).await {
@@ -190,15 +184,9 @@ pub async fn recheck(store: &dyn Store, upstreams: &Upstreams, mut user: User, n
         match directory.reread(dn, &identity.name).await {
             Ok(Some(person)) if person.subject == identity.subject => {
                 store
-                    .record_upstream_profile(&identity.upstream, &identity.subject, &profile(&person), false, now)
+                    .record_upstream_profile(&identity.upstream, &identity.subject, &person.profile, false, now)
                     .await?;
-                user = User {
-                    display_name: person.display_name,
-                    email: person.email,
-                    email_verified: person.email_verified,
-                    groups: person.groups,
-                    ..user
-                };
+                user = with_profile(user, &person.profile);
             }
             // Gone, replaced by someone else under the same DN, or no longer matched by user_filter.
             Ok(_) => {

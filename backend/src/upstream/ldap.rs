@@ -12,6 +12,7 @@ use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Resul
 
 use super::{Person, UpstreamError};
 use crate::config::LdapConfig;
+use crate::store::UpstreamProfile;
 
 /// LDAP's result code for a wrong password or an unknown DN.
 const INVALID_CREDENTIALS: u32 = 49;
@@ -281,13 +282,15 @@ impl Directory {
         let groups = super::map_groups(&directory_groups, &c.allowed_groups, &c.group_prefix, &c.static_groups);
         Ok(Person {
             subject,
-            name,
-            locator: Some(entry.dn),
-            display_name,
-            email,
-            // What the institution's directory holds is the institution's word.
-            email_verified: true,
-            groups,
+            profile: UpstreamProfile {
+                name,
+                locator: Some(entry.dn),
+                display_name,
+                email,
+                // What the institution's directory holds is the institution's word.
+                email_verified: true,
+                groups,
+            },
         })
     }
 }

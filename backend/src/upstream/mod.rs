@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::config::{Config, UpstreamConfig};
+use crate::store::UpstreamProfile;
 use crate::users::check_group;
 
 /// Why an upstream could not answer.
@@ -50,18 +51,8 @@ impl UpstreamError {
 pub struct Person {
     /// The upstream's stable id for them.
     pub subject: String,
-    /// The name the upstream knows them by.
-    pub name: String,
-    /// Where to read them again (LDAP: the DN).
-    pub locator: Option<String>,
-    /// Display name.
-    pub display_name: String,
-    /// E-mail address.
-    pub email: Option<String>,
-    /// Whether the upstream vouches for the address.
-    pub email_verified: bool,
-    /// Postern group names, sorted.
-    pub groups: Vec<String>,
+    /// What their Postern user takes from the upstream.
+    pub profile: UpstreamProfile,
 }
 
 /// Every configured upstream, ready to use.

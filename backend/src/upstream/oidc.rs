@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 
 use super::{map_groups, Person, UpstreamError};
 use crate::config::{OidcClientAuth, OidcConfig};
+use crate::store::UpstreamProfile;
 
 /// How long a discovery document is trusted before it is fetched again.
 const DISCOVERY_LIFETIME: Duration = Duration::from_secs(3600);
@@ -349,12 +350,15 @@ impl Provider {
         };
         Person {
             subject: subject.to_owned(),
-            display_name: text(&c.name_claim).map(str::to_owned).unwrap_or_else(|| name.clone()),
-            email_verified: email.is_some() && claims.get("email_verified").and_then(Value::as_bool).unwrap_or(false),
-            email,
-            name,
-            locator: None,
-            groups: map_groups(&groups, &c.allowed_groups, &c.group_prefix, &c.static_groups),
+            profile: UpstreamProfile {
+                display_name: text(&c.name_claim).map(str::to_owned).unwrap_or_else(|| name.clone()),
+                email_verified: email.is_some()
+                    && claims.get("email_verified").and_then(Value::as_bool).unwrap_or(false),
+                email,
+                name,
+                locator: None,
+                groups: map_groups(&groups, &c.allowed_groups, &c.group_prefix, &c.static_groups),
+            },
         }
     }
 }
