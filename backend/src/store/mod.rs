@@ -75,6 +75,7 @@ macro_rules! record_readers {
 const IDENTITY_COLUMNS: &str = "i.upstream, i.subject, i.user_id AS identity_user_id, i.name AS identity_name, \
      i.locator, i.created_at AS identity_created_at, i.last_login_at, i.checked_at";
 
+mod batch;
 pub mod copy;
 pub mod metered;
 pub mod postgres;
@@ -117,6 +118,9 @@ impl StoreError {
     /// statement): a restart or failover, worth retrying.
     pub fn is_unavailable(&self) -> bool {
         let StoreError::Database(e) = self else { return false };
+        if let Some(batch::Shared(error)) = e.downcast_ref::<batch::Shared>() {
+            return error.is_unavailable();
+        }
         // SQLite: another process held the write lock for longer than a write waits.
         if e.downcast_ref::<rusqlite::Error>().is_some_and(sqlite::is_busy) {
             return true;

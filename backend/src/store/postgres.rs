@@ -5,12 +5,15 @@
 //! unused, a refresh token rotated by the one that finds it unused, and so on; READ COMMITTED (the
 //! default) re-checks such a condition after waiting for a concurrent writer of the same row.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
+use super::batch::Batcher;
 use super::*;
 
 /// Connections per process: a replica's requests wait for one rather than open more.
@@ -22,6 +25,137 @@ const PURGE_LOCK: i64 = 0x706f_7374_6572_6e01;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    batches: Arc<Batches>,
+}
+
+/// The calls every token request and userinfo makes, each a statement per batch of concurrent calls
+/// (see [`Batcher`]): with one statement per call, the database's side of a round trip costs more
+/// than the statement itself.
+struct Batches {
+    clients: Arc<Batcher<String, Option<Client>>>,
+    grants_by_code: Arc<Batcher<Vec<u8>, Option<(Grant, User)>>>,
+    redemptions: Arc<Batcher<Redemption, bool>>,
+    access_tokens: Arc<Batcher<(Vec<u8>, Timestamp), Option<AccessTokenInfo>>>,
+}
+
+/// One code redemption's part of a batch.
+struct Redemption {
+    grant_id: i64,
+    now: Timestamp,
+    access: NewToken,
+    refresh: Option<NewToken>,
+}
+
+impl Batches {
+    fn new(pool: &PgPool) -> Self {
+        fn on<I: Send + 'static, O: Send + 'static, Fut>(
+            pool: &PgPool,
+            run: fn(PgPool, Vec<I>) -> Fut,
+        ) -> Arc<Batcher<I, O>>
+        where
+            Fut: std::future::Future<Output = StoreResult<Vec<O>>> + Send + 'static,
+        {
+            let pool = pool.clone();
+            Batcher::new(move |inputs| run(pool.clone(), inputs))
+        }
+        Self {
+            clients: on(pool, clients_by_id),
+            grants_by_code: on(pool, grants_by_code),
+            redemptions: on(pool, redeem_codes),
+            access_tokens: on(pool, access_tokens),
+        }
+    }
+}
+
+async fn clients_by_id(pool: PgPool, ids: Vec<String>) -> StoreResult<Vec<Option<Client>>> {
+    let rows = sqlx::query("SELECT * FROM clients WHERE id = ANY($1)").bind(&ids).fetch_all(&pool).await?;
+    let found = rows
+        .iter()
+        .map(|row| client_from_row(row).map(|client| (client.id.clone(), client)))
+        .collect::<Result<HashMap<_, _>, _>>()?;
+    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+}
+
+async fn grants_by_code(pool: PgPool, hashes: Vec<Vec<u8>>) -> StoreResult<Vec<Option<(Grant, User)>>> {
+    let rows = sqlx::query(&format!(
+        "SELECT g.code_hash, {GRANT_COLUMNS}, {USER_COLUMNS} FROM grants g JOIN users u ON u.id = g.user_id \
+         WHERE g.code_hash = ANY($1)"
+    ))
+    .bind(&hashes)
+    .fetch_all(&pool)
+    .await?;
+    let found = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<Vec<u8>, _>("code_hash")?, (grant_from_row(r)?, user_from_row(r)?))))
+        .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
+    // A code asked for twice in one batch is answered twice (its second redemption is a replay).
+    Ok(hashes.iter().map(|hash| found.get(hash).cloned()).collect())
+}
+
+/// One statement for the batch; two replicas redeeming one code: the second waits for the first's
+/// row lock, then finds the code used and inserts nothing. Grants are locked in id order, so two
+/// batches sharing grants cannot deadlock.
+async fn redeem_codes(pool: PgPool, batch: Vec<Redemption>) -> StoreResult<Vec<bool>> {
+    // One code twice in a batch: only its first redemption can succeed; the other is a replay.
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = batch.iter().map(|r| seen.insert(r.grant_id)).collect();
+    let unique = || batch.iter().zip(&first).filter(|(_, first)| **first).map(|(r, _)| r);
+    let redeemed: Vec<i64> = sqlx::query_scalar(
+        "WITH q AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[], \
+         $6::bytea[], $7::text[], $8::bigint[]) AS q(grant_id, now, access_hash, access_scope, access_expires, \
+         refresh_hash, refresh_scope, refresh_expires)), \
+         unused AS (SELECT g.id FROM grants g WHERE g.id IN (SELECT grant_id FROM q) AND g.code_used_at IS NULL \
+         AND g.revoked_at IS NULL ORDER BY g.id FOR UPDATE), \
+         redeemed AS (UPDATE grants g SET code_used_at = q.now FROM q WHERE g.id = q.grant_id \
+         AND g.id IN (SELECT id FROM unused) RETURNING g.id), \
+         access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) \
+         SELECT q.access_hash, q.grant_id, q.access_scope, q.access_expires FROM q JOIN redeemed r ON r.id = q.grant_id), \
+         refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
+         SELECT q.refresh_hash, q.grant_id, q.refresh_scope, q.refresh_expires FROM q JOIN redeemed r ON r.id = q.grant_id \
+         WHERE q.refresh_hash IS NOT NULL) \
+         SELECT id FROM redeemed",
+    )
+    .bind(unique().map(|r| r.grant_id).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.now).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.access.hash.clone()).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.access.scope.clone()).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.access.expires_at).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.refresh.as_ref().map(|t| t.hash.clone())).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.refresh.as_ref().map(|t| t.scope.clone())).collect::<Vec<_>>())
+    .bind(unique().map(|r| r.refresh.as_ref().map(|t| t.expires_at)).collect::<Vec<_>>())
+    .fetch_all(&pool)
+    .await?;
+    let redeemed: HashSet<i64> = redeemed.into_iter().collect();
+    Ok(batch.iter().zip(first).map(|(r, first)| first && redeemed.contains(&r.grant_id)).collect())
+}
+
+async fn access_tokens(pool: PgPool, batch: Vec<(Vec<u8>, Timestamp)>) -> StoreResult<Vec<Option<AccessTokenInfo>>> {
+    let (hashes, nows): (Vec<Vec<u8>>, Vec<Timestamp>) = batch.into_iter().unzip();
+    let rows = sqlx::query(&format!(
+        "SELECT q.i, t.scope AS token_scope, t.expires_at AS token_expires_at, g.client_id AS token_client, \
+         c.groups_claim AS client_groups_claim, {USER_COLUMNS} \
+         FROM unnest($1::bytea[], $2::bigint[]) WITH ORDINALITY AS q(hash, now, i) \
+         JOIN access_tokens t ON t.hash = q.hash JOIN grants g ON g.id = t.grant_id \
+         JOIN users u ON u.id = g.user_id JOIN clients c ON c.id = g.client_id \
+         WHERE t.expires_at > q.now AND g.revoked_at IS NULL AND NOT u.disabled"
+    ))
+    .bind(&hashes)
+    .bind(&nows)
+    .fetch_all(&pool)
+    .await?;
+    let mut answers = vec![None; hashes.len()];
+    for row in rows {
+        let i: i64 = row.try_get("i")?;
+        let answer = answers.get_mut((i - 1) as usize).ok_or(StoreError::NotFound("batch position"))?;
+        *answer = Some(AccessTokenInfo {
+            scope: row.try_get("token_scope")?,
+            client_id: row.try_get("token_client")?,
+            client_groups_claim: row.try_get("client_groups_claim")?,
+            user: user_from_row(&row)?,
+            expires_at: row.try_get("token_expires_at")?,
+        });
+    }
+    Ok(answers)
 }
 
 const USER_COLUMNS: &str = "u.id AS user_id, u.username, u.display_name, u.email, u.email_verified, u.password_hash, \
@@ -55,7 +189,8 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let batches = Arc::new(Batches::new(&pool));
+        Ok(Self { pool, batches })
     }
 
     async fn user_where(&self, condition: &str, bind: impl FnOnce(Query<'_>) -> Query<'_>) -> StoreResult<Vec<User>> {
@@ -370,8 +505,7 @@ impl Store for PostgresStore {
     }
 
     async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let row = sqlx::query("SELECT * FROM clients WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        Ok(row.as_ref().map(client_from_row).transpose()?)
+        self.batches.clients.call(id.to_owned()).await
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
@@ -642,13 +776,7 @@ impl Store for PostgresStore {
     }
 
     async fn grant_by_code(&self, code_hash: &[u8]) -> StoreResult<Option<(Grant, User)>> {
-        let row = sqlx::query(&format!(
-            "SELECT {GRANT_COLUMNS}, {USER_COLUMNS} FROM grants g JOIN users u ON u.id = g.user_id WHERE g.code_hash = $1"
-        ))
-        .bind(code_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| Ok::<_, sqlx::Error>((grant_from_row(&r)?, user_from_row(&r)?))).transpose()?)
+        self.batches.grants_by_code.call(code_hash.to_vec()).await
     }
 
     async fn redeem_code(
@@ -658,29 +786,8 @@ impl Store for PostgresStore {
         access: &NewToken,
         refresh: Option<&NewToken>,
     ) -> StoreResult<bool> {
-        // One statement, so one round trip and atomic without a transaction around it. Two replicas
-        // redeeming one code: the second waits for the first's row lock, then finds the code used and
-        // inserts nothing.
-        let refresh = refresh.map(|r| (&r.hash, &r.scope, r.expires_at));
-        let redeemed: bool = sqlx::query_scalar(
-            "WITH redeemed AS (UPDATE grants SET code_used_at = $1 WHERE id = $2 AND code_used_at IS NULL \
-             AND revoked_at IS NULL RETURNING id), \
-             access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) SELECT $3, id, $4, $5 FROM redeemed), \
-             refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
-             SELECT $6, id, $7, $8 FROM redeemed WHERE $6::bytea IS NOT NULL) \
-             SELECT EXISTS (SELECT 1 FROM redeemed)",
-        )
-        .bind(now)
-        .bind(grant_id)
-        .bind(&access.hash)
-        .bind(&access.scope)
-        .bind(access.expires_at)
-        .bind(refresh.map(|r| r.0))
-        .bind(refresh.map(|r| r.1))
-        .bind(refresh.map(|r| r.2))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(redeemed)
+        let redemption = Redemption { grant_id, now, access: access.clone(), refresh: refresh.cloned() };
+        self.batches.redemptions.call(redemption).await
     }
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
@@ -691,27 +798,7 @@ impl Store for PostgresStore {
     }
 
     async fn access_token(&self, hash: &[u8], now: Timestamp) -> StoreResult<Option<AccessTokenInfo>> {
-        let row = sqlx::query(&format!(
-            "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, g.client_id AS token_client, \
-             c.groups_claim AS client_groups_claim, {USER_COLUMNS} FROM access_tokens t \
-             JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id \
-             JOIN clients c ON c.id = g.client_id \
-             WHERE t.hash = $1 AND t.expires_at > $2 AND g.revoked_at IS NULL AND NOT u.disabled"
-        ))
-        .bind(hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(AccessTokenInfo {
-            scope: row.try_get("token_scope")?,
-            client_id: row.try_get("token_client")?,
-            client_groups_claim: row.try_get("client_groups_claim")?,
-            user: user_from_row(&row)?,
-            expires_at: row.try_get("token_expires_at")?,
-        }))
+        self.batches.access_tokens.call((hash.to_vec(), now)).await
     }
 
     async fn revoke_access_token(&self, hash: &[u8]) -> StoreResult<bool> {
