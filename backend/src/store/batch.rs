@@ -28,7 +28,8 @@ pub(super) struct Batcher<I, O> {
 
 struct Queue<I, O> {
     calls: Vec<(I, Reply<O>)>,
-    /// Whether a task is running batches (it takes whatever queued while the last one ran).
+    /// Whether a task is running batches, one at a time. (Measured: two or more batches in flight
+    /// at once split the queue into smaller batches and lose more than they overlap.)
     flushing: bool,
 }
 
