@@ -135,7 +135,6 @@ impl std::error::Error for Shared {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test(flavor = "current_thread")]
     async fn calls_arriving_during_a_batch_go_together_in_the_next() {

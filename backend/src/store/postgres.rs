@@ -32,11 +32,14 @@ pub struct PostgresStore {
 /// (see [`Batcher`]): with one statement per call, the database's side of a round trip costs more
 /// than the statement itself.
 struct Batches {
-    clients: Arc<Batcher<String, Option<Client>>>,
-    grants_by_code: Arc<Batcher<Vec<u8>, Option<(Grant, User)>>>,
-    redemptions: Arc<Batcher<Redemption, bool>>,
-    access_tokens: Arc<Batcher<(Vec<u8>, Timestamp), Option<AccessTokenInfo>>>,
+    clients: Batched<String, Option<Client>>,
+    grants_by_code: Batched<Vec<u8>, Option<GrantAndUser>>,
+    redemptions: Batched<Redemption, bool>,
+    access_tokens: Batched<(Vec<u8>, Timestamp), Option<AccessTokenInfo>>,
 }
+
+type Batched<I, O> = Arc<Batcher<I, O>>;
+type GrantAndUser = (Grant, User);
 
 /// One code redemption's part of a batch.
 struct Redemption {
