@@ -36,8 +36,6 @@ struct Batches {
     grants_by_code: Batched<Vec<u8>, Option<GrantAndUser>>,
     redemptions: Batched<Redemption, bool>,
     access_tokens: Batched<(Vec<u8>, Timestamp), Option<AccessTokenInfo>>,
-    refresh_tokens: Batched<Vec<u8>, Option<RefreshTokenInfo>>,
-    rotations: Batched<Rotation, bool>,
 }
 
 type Batched<I, O> = Arc<Batcher<I, O>>;
@@ -49,14 +47,6 @@ struct Redemption {
     now: Timestamp,
     access: NewToken,
     refresh: Option<NewToken>,
-}
-
-/// One refresh token rotation's part of a batch.
-struct Rotation {
-    old_hash: Vec<u8>,
-    now: Timestamp,
-    access: NewToken,
-    refresh: NewToken,
 }
 
 impl Batches {
@@ -76,8 +66,6 @@ impl Batches {
             grants_by_code: on(pool, grants_by_code),
             redemptions: on(pool, redeem_codes),
             access_tokens: on(pool, access_tokens),
-            refresh_tokens: on(pool, refresh_tokens),
-            rotations: on(pool, rotate_refresh_tokens),
         }
     }
 }
@@ -183,71 +171,6 @@ const REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, scope, state, nonce,
      browser_hash, client_network";
 const REQUEST_COLUMNS_QUALIFIED: &str = "r.id, r.client_id, r.redirect_uri, r.scope, r.state, r.nonce, \
      r.code_challenge, r.expires_at, r.browser_hash, r.client_network";
-
-async fn refresh_tokens(pool: PgPool, hashes: Vec<Vec<u8>>) -> StoreResult<Vec<Option<RefreshTokenInfo>>> {
-    let rows = sqlx::query(&format!(
-        "SELECT t.hash AS token_hash, t.scope AS token_scope, t.expires_at AS token_expires_at, \
-         t.used_at AS token_used_at, {GRANT_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
-         JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id WHERE t.hash = ANY($1)"
-    ))
-    .bind(&hashes)
-    .fetch_all(&pool)
-    .await?;
-    let found = rows
-        .iter()
-        .map(|row| {
-            let info = RefreshTokenInfo {
-                scope: row.try_get("token_scope")?,
-                expires_at: row.try_get("token_expires_at")?,
-                used: row.try_get::<Option<i64>, _>("token_used_at")?.is_some(),
-                grant: grant_from_row(row)?,
-                user: user_from_row(row)?,
-            };
-            Ok((row.try_get::<Vec<u8>, _>("token_hash")?, info))
-        })
-        .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
-    Ok(hashes.iter().map(|hash| found.get(hash).cloned()).collect())
-}
-
-/// One statement for the batch. Each token's grant is share-locked first (in id order, then the tokens
-/// in hash order, so batches on two replicas cannot deadlock): a revocation running meanwhile either
-/// committed first (the grant is seen revoked and nothing changes) or waits until these tokens are
-/// stored (and then deletes them). The one rotation that finds a token unused wins; a concurrent one
-/// waits for its row lock and then finds it used (reuse), as does a second rotation of one token in a
-/// batch.
-async fn rotate_refresh_tokens(pool: PgPool, batch: Vec<Rotation>) -> StoreResult<Vec<bool>> {
-    let mut seen = HashSet::new();
-    let first: Vec<bool> = batch.iter().map(|r| seen.insert(r.old_hash.clone())).collect();
-    let unique = || batch.iter().zip(&first).filter(|(_, first)| **first).map(|(r, _)| r);
-    let rotated: Vec<Vec<u8>> = sqlx::query_scalar(
-        "WITH q AS (SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[], \
-         $6::bytea[], $7::text[], $8::bigint[]) AS q(old_hash, now, access_hash, access_scope, access_expires, \
-         refresh_hash, refresh_scope, refresh_expires)), \
-         live AS (SELECT g.id FROM grants g WHERE g.id IN (SELECT t.grant_id FROM refresh_tokens t \
-         JOIN q ON t.hash = q.old_hash) AND g.revoked_at IS NULL ORDER BY g.id FOR SHARE), \
-         unused AS (SELECT t.hash, t.grant_id FROM refresh_tokens t JOIN q ON t.hash = q.old_hash \
-         WHERE t.used_at IS NULL AND t.grant_id IN (SELECT id FROM live) ORDER BY t.hash FOR UPDATE OF t), \
-         rotated AS (UPDATE refresh_tokens t SET used_at = q.now FROM q, unused WHERE t.hash = q.old_hash \
-         AND t.hash = unused.hash RETURNING t.hash, t.grant_id), \
-         access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) \
-         SELECT q.access_hash, r.grant_id, q.access_scope, q.access_expires FROM q JOIN rotated r ON r.hash = q.old_hash), \
-         refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
-         SELECT q.refresh_hash, r.grant_id, q.refresh_scope, q.refresh_expires FROM q JOIN rotated r ON r.hash = q.old_hash) \
-         SELECT hash FROM rotated",
-    )
-    .bind(unique().map(|r| r.old_hash.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.now).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.access.hash.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.access.scope.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.access.expires_at).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.refresh.hash.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.refresh.scope.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.refresh.expires_at).collect::<Vec<_>>())
-    .fetch_all(&pool)
-    .await?;
-    let rotated: HashSet<Vec<u8>> = rotated.into_iter().collect();
-    Ok(batch.iter().zip(first).map(|(r, first)| first && rotated.contains(&r.old_hash)).collect())
-}
 
 impl PostgresStore {
     /// The connection pool (for copying a database into this one).
@@ -887,7 +810,24 @@ impl Store for PostgresStore {
     }
 
     async fn refresh_token(&self, hash: &[u8]) -> StoreResult<Option<RefreshTokenInfo>> {
-        self.batches.refresh_tokens.call(hash.to_vec()).await
+        let row = sqlx::query(&format!(
+            "SELECT t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at AS token_used_at, \
+             {GRANT_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id \
+             JOIN users u ON u.id = g.user_id WHERE t.hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(RefreshTokenInfo {
+            scope: row.try_get("token_scope")?,
+            expires_at: row.try_get("token_expires_at")?,
+            used: row.try_get::<Option<i64>, _>("token_used_at")?.is_some(),
+            grant: grant_from_row(&row)?,
+            user: user_from_row(&row)?,
+        }))
     }
 
     async fn rotate_refresh_token(
@@ -897,8 +837,32 @@ impl Store for PostgresStore {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool> {
-        let rotation = Rotation { old_hash: old_hash.to_vec(), now, access: access.clone(), refresh: refresh.clone() };
-        self.batches.rotations.call(rotation).await
+        // One statement. The grant is share-locked first: a revocation running meanwhile either committed
+        // first (the grant is seen revoked and nothing changes) or waits until these tokens are stored
+        // (and then deletes them). The one rotation that finds the token unused wins; a concurrent one
+        // waits for its row lock and then finds it used (reuse).
+        let rotated: bool = sqlx::query_scalar(
+            "WITH live AS (SELECT g.id FROM grants g WHERE g.id = (SELECT grant_id FROM refresh_tokens WHERE hash = $2) \
+             AND g.revoked_at IS NULL FOR SHARE), \
+             rotated AS (UPDATE refresh_tokens t SET used_at = $1 FROM live WHERE t.hash = $2 AND t.used_at IS NULL \
+             AND t.grant_id = live.id RETURNING t.grant_id), \
+             access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) \
+             SELECT $3, grant_id, $4, $5 FROM rotated), \
+             refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
+             SELECT $6, grant_id, $7, $8 FROM rotated) \
+             SELECT EXISTS (SELECT 1 FROM rotated)",
+        )
+        .bind(now)
+        .bind(old_hash)
+        .bind(&access.hash)
+        .bind(&access.scope)
+        .bind(access.expires_at)
+        .bind(&refresh.hash)
+        .bind(&refresh.scope)
+        .bind(refresh.expires_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(rotated)
     }
 
     async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
