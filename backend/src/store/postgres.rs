@@ -5,7 +5,7 @@
 //! unused, a refresh token rotated by the one that finds it unused, and so on; READ COMMITTED (the
 //! default) re-checks such a condition after waiting for a concurrent writer of the same row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,26 +28,17 @@ pub struct PostgresStore {
     batches: Arc<Batches>,
 }
 
-/// The calls every token request and userinfo makes, each a statement per batch of concurrent calls
+/// The lookups every token request and userinfo makes, each a statement per batch of concurrent calls
 /// (see [`Batcher`]): with one statement per call, the database's side of a round trip costs more
-/// than the statement itself.
+/// than the statement itself. Writes are not batched (see `redeem_code`).
 struct Batches {
     clients: Batched<String, Option<Client>>,
     grants_by_code: Batched<Vec<u8>, Option<GrantAndUser>>,
-    redemptions: Batched<Redemption, bool>,
     access_tokens: Batched<(Vec<u8>, Timestamp), Option<AccessTokenInfo>>,
 }
 
 type Batched<I, O> = Arc<Batcher<I, O>>;
 type GrantAndUser = (Grant, User);
-
-/// One code redemption's part of a batch.
-struct Redemption {
-    grant_id: i64,
-    now: Timestamp,
-    access: NewToken,
-    refresh: Option<NewToken>,
-}
 
 impl Batches {
     fn new(pool: &PgPool) -> Self {
@@ -64,7 +55,6 @@ impl Batches {
         Self {
             clients: on(pool, clients_by_id),
             grants_by_code: on(pool, grants_by_code),
-            redemptions: on(pool, redeem_codes),
             access_tokens: on(pool, access_tokens),
         }
     }
@@ -93,43 +83,6 @@ async fn grants_by_code(pool: PgPool, hashes: Vec<Vec<u8>>) -> StoreResult<Vec<O
         .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
     // A code asked for twice in one batch is answered twice (its second redemption is a replay).
     Ok(hashes.iter().map(|hash| found.get(hash).cloned()).collect())
-}
-
-/// One statement for the batch; two replicas redeeming one code: the second waits for the first's
-/// row lock, then finds the code used and inserts nothing. Grants are locked in id order, so two
-/// batches sharing grants cannot deadlock.
-async fn redeem_codes(pool: PgPool, batch: Vec<Redemption>) -> StoreResult<Vec<bool>> {
-    // One code twice in a batch: only its first redemption can succeed; the other is a replay.
-    let mut seen = HashSet::new();
-    let first: Vec<bool> = batch.iter().map(|r| seen.insert(r.grant_id)).collect();
-    let unique = || batch.iter().zip(&first).filter(|(_, first)| **first).map(|(r, _)| r);
-    let redeemed: Vec<i64> = sqlx::query_scalar(
-        "WITH q AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[], \
-         $6::bytea[], $7::text[], $8::bigint[]) AS q(grant_id, now, access_hash, access_scope, access_expires, \
-         refresh_hash, refresh_scope, refresh_expires)), \
-         unused AS (SELECT g.id FROM grants g WHERE g.id IN (SELECT grant_id FROM q) AND g.code_used_at IS NULL \
-         AND g.revoked_at IS NULL ORDER BY g.id FOR UPDATE), \
-         redeemed AS (UPDATE grants g SET code_used_at = q.now FROM q WHERE g.id = q.grant_id \
-         AND g.id IN (SELECT id FROM unused) RETURNING g.id), \
-         access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) \
-         SELECT q.access_hash, q.grant_id, q.access_scope, q.access_expires FROM q JOIN redeemed r ON r.id = q.grant_id), \
-         refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
-         SELECT q.refresh_hash, q.grant_id, q.refresh_scope, q.refresh_expires FROM q JOIN redeemed r ON r.id = q.grant_id \
-         WHERE q.refresh_hash IS NOT NULL) \
-         SELECT id FROM redeemed",
-    )
-    .bind(unique().map(|r| r.grant_id).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.now).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.access.hash.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.access.scope.clone()).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.access.expires_at).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.refresh.as_ref().map(|t| t.hash.clone())).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.refresh.as_ref().map(|t| t.scope.clone())).collect::<Vec<_>>())
-    .bind(unique().map(|r| r.refresh.as_ref().map(|t| t.expires_at)).collect::<Vec<_>>())
-    .fetch_all(&pool)
-    .await?;
-    let redeemed: HashSet<i64> = redeemed.into_iter().collect();
-    Ok(batch.iter().zip(first).map(|(r, first)| first && redeemed.contains(&r.grant_id)).collect())
 }
 
 async fn access_tokens(pool: PgPool, batch: Vec<(Vec<u8>, Timestamp)>) -> StoreResult<Vec<Option<AccessTokenInfo>>> {
@@ -789,8 +742,30 @@ impl Store for PostgresStore {
         access: &NewToken,
         refresh: Option<&NewToken>,
     ) -> StoreResult<bool> {
-        let redemption = Redemption { grant_id, now, access: access.clone(), refresh: refresh.cloned() };
-        self.batches.redemptions.call(redemption).await
+        // One statement, so one round trip and atomic without a transaction around it. Two replicas
+        // redeeming one code: the second waits for the first's row lock, then finds the code used and
+        // inserts nothing. Not batched: a write can wait on the log, and a batch would make every
+        // request in it wait too (measured: p99 608 ms at c=64 after a burst of writes, against 83 ms).
+        let refresh = refresh.map(|r| (&r.hash, &r.scope, r.expires_at));
+        let redeemed: bool = sqlx::query_scalar(
+            "WITH redeemed AS (UPDATE grants SET code_used_at = $1 WHERE id = $2 AND code_used_at IS NULL \
+             AND revoked_at IS NULL RETURNING id), \
+             access AS (INSERT INTO access_tokens (hash, grant_id, scope, expires_at) SELECT $3, id, $4, $5 FROM redeemed), \
+             refresh AS (INSERT INTO refresh_tokens (hash, grant_id, scope, expires_at) \
+             SELECT $6, id, $7, $8 FROM redeemed WHERE $6::bytea IS NOT NULL) \
+             SELECT EXISTS (SELECT 1 FROM redeemed)",
+        )
+        .bind(now)
+        .bind(grant_id)
+        .bind(&access.hash)
+        .bind(&access.scope)
+        .bind(access.expires_at)
+        .bind(refresh.map(|r| r.0))
+        .bind(refresh.map(|r| r.1))
+        .bind(refresh.map(|r| r.2))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(redeemed)
     }
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
