@@ -1,8 +1,9 @@
-//! Concurrent store calls of one kind made into one statement. While a batch is in the database, the
-//! calls that arrive meanwhile queue and go together as the next one: a call alone goes at once,
-//! and under load the round trip — on PostgreSQL a network hop and a wake-up of the database
-//! server — is paid once per batch instead of once per call. Each call's answer is exactly what it
-//! would have been alone; the batch's statement is written to make that so.
+//! Concurrent store calls of one kind made into one statement (PostgreSQL's lookups) or one
+//! transaction (SQLite's token writes). While a batch is in the database, the calls that arrive
+//! meanwhile queue and go together as the next one: a call alone goes at once, and under load the
+//! round trip — on PostgreSQL a network hop and a wake-up of the database server; on SQLite a commit —
+//! is paid once per batch instead of once per call. Each call's answer is exactly what it would have
+//! been alone; the batch's statement or transaction is written to make that so.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -2,9 +2,11 @@
 //!
 //! Statements run on the calling thread (rusqlite): an indexed lookup in a warm page cache takes
 //! microseconds, less than handing it to a connection thread and back (sqlx's way, measured 2.5×
-//! slower on userinfo). Reads take a connection from a small pool, which WAL lets run beside the one
-//! writer; writers queue for the writer connection, one transaction per store call. Migrations go
-//! through sqlx's migrator, as on PostgreSQL, so `_sqlx_migrations` stays the record.
+//! slower on userinfo). Reads run on the writer connection while it is free (its page cache stays
+//! warm), else on a connection from a small pool, which WAL lets run beside the one writer. Writers
+//! queue for the writer connection, one transaction per store call, except the token endpoint's
+//! writes, which are committed together when they arrive together. Migrations go through sqlx's
+//! migrator, as on PostgreSQL, so `_sqlx_migrations` stays the record.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,6 +19,7 @@ use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtensio
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ConnectOptions, Connection as _};
 
+use super::batch::Batcher;
 use super::*;
 
 /// Size the write-ahead log is kept near: past it, a checkpoint empties the log (see `checkpoint`).
@@ -35,6 +38,80 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Connections>,
+    /// Code redemptions and refresh rotations that arrive together, committed together.
+    together: Arc<Batcher<TokenWrite, StoreResult<bool>>>,
+}
+
+/// A token request's write, which may share its transaction with others (group commit): each one's
+/// answer is what it would be alone, in arrival order, and a batch's commit is one append to the log
+/// instead of one per request.
+enum TokenWrite {
+    /// [`Store::redeem_code`]'s arguments.
+    Redeem { grant_id: i64, now: Timestamp, access: NewToken, refresh: Option<NewToken> },
+    /// [`Store::rotate_refresh_token`]'s arguments.
+    Rotate { old_hash: Vec<u8>, now: Timestamp, access: NewToken, refresh: NewToken },
+}
+
+impl TokenWrite {
+    /// Makes the write in `tx`; whether it took (the code unused, the token current and its grant live).
+    fn apply(&self, tx: &Connection) -> rusqlite::Result<bool> {
+        let (grant_id, access, refresh) = match self {
+            Self::Redeem { grant_id, now, access, refresh } => {
+                let redeemed = tx
+                    .prepare_cached(
+                        "UPDATE grants SET code_used_at = ? WHERE id = ? AND code_used_at IS NULL AND revoked_at IS NULL",
+                    )?
+                    .execute(params![now, grant_id])?;
+                (Some(*grant_id).filter(|_| redeemed == 1), access, refresh.as_ref())
+            }
+            Self::Rotate { old_hash, now, access, refresh } => {
+                let grant_id = tx
+                    .prepare_cached(
+                        "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL \
+                         AND (SELECT revoked_at FROM grants g WHERE g.id = refresh_tokens.grant_id) IS NULL \
+                         RETURNING grant_id",
+                    )?
+                    .query_row(params![now, old_hash], |r| r.get(0))
+                    .optional()?;
+                (grant_id, access, Some(refresh))
+            }
+        };
+        let Some(grant_id) = grant_id else { return Ok(false) };
+        insert_token(tx, "access_tokens", grant_id, access)?;
+        if let Some(refresh) = refresh {
+            insert_token(tx, "refresh_tokens", grant_id, refresh)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Commits `writes` in one transaction; should one of them fail, each goes again alone, so that
+/// only its own caller sees the error.
+async fn commit_together(inner: Arc<Connections>, writes: Vec<TokenWrite>) -> StoreResult<Vec<StoreResult<bool>>> {
+    let mut conn = inner.writer.lock().await;
+    {
+        let tx = WriteTransaction::begin(&mut conn).await?;
+        let applied: rusqlite::Result<Vec<bool>> = writes.iter().map(|w| w.apply(tx.0)).collect();
+        match applied {
+            Ok(applied) => {
+                tx.commit()?;
+                inner.written.store(true, Ordering::Relaxed);
+                return Ok(applied.into_iter().map(Ok).collect());
+            }
+            Err(e) if writes.len() == 1 => return Ok(vec![Err(e.into())]),
+            Err(_) => {} // rolled back as `tx` drops
+        }
+    }
+    let mut answers = Vec::with_capacity(writes.len());
+    for write in &writes {
+        let tx = WriteTransaction::begin(&mut conn).await?;
+        answers.push(match write.apply(tx.0) {
+            Ok(applied) => tx.commit().map(|()| applied).map_err(StoreError::from),
+            Err(e) => Err(e.into()),
+        });
+        inner.written.store(true, Ordering::Relaxed);
+    }
+    Ok(answers)
 }
 
 struct Connections {
@@ -90,15 +167,18 @@ impl SqliteStore {
         // Nor does it sleep in SQLite's busy handler, which would hold the runtime's thread: a write lock
         // held by another process is waited for asynchronously (`WriteTransaction::begin`).
         writer.busy_timeout(Duration::ZERO)?;
-        let store = Self {
-            inner: Arc::new(Connections {
-                path: path.to_owned(),
-                readers: Mutex::default(),
-                writer: tokio::sync::Mutex::new(writer),
-                checkpointer: Mutex::new(connect(path)?),
-                written: AtomicBool::new(true),
-            }),
-        };
+        let inner = Arc::new(Connections {
+            path: path.to_owned(),
+            readers: Mutex::default(),
+            writer: tokio::sync::Mutex::new(writer),
+            checkpointer: Mutex::new(connect(path)?),
+            written: AtomicBool::new(true),
+        });
+        let together = Batcher::new({
+            let inner = Arc::clone(&inner);
+            move |writes| commit_together(Arc::clone(&inner), writes)
+        });
+        let store = Self { inner, together };
         tokio::spawn(checkpoint_periodically(Arc::downgrade(&store.inner)));
         Ok(store)
     }
@@ -108,8 +188,18 @@ impl SqliteStore {
         Ok(sqlite_options(&self.inner.path)?.read_only(true).connect().await?)
     }
 
-    /// Runs `work` on an idle read connection.
-    fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    /// Runs `work` on the writer connection when no write holds it, else on an idle read connection.
+    fn read<T>(&self, work: impl Fn(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        // A commit empties every other connection's page cache (SQLite starts their next read cold,
+        // from the file and the log), never the writer's own: under writes, reads there find their
+        // pages in memory. The writer holds no write lock between transactions, so a read there waits
+        // for nobody; should another process hold a lock it needs, the read goes to a pool connection.
+        if let Ok(conn) = self.inner.writer.try_lock() {
+            match work(&conn) {
+                Err(e) if is_busy(&e) => {}
+                done => return Ok(done?),
+            }
+        }
         let idle = self.inner.readers.lock().expect("not poisoned").pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -140,7 +230,7 @@ impl SqliteStore {
         self.write(|tx| Ok(tx.prepare_cached(sql)?.execute(params)?)).await
     }
 
-    fn user_where(&self, condition: &str, params: impl rusqlite::Params) -> StoreResult<Vec<User>> {
+    fn user_where(&self, condition: &str, params: impl rusqlite::Params + Copy) -> StoreResult<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u {condition}");
         self.read(|c| c.prepare_cached(&sql)?.query_map(params, user_from_row)?.collect())
     }
@@ -784,22 +874,8 @@ impl Store for SqliteStore {
         access: &NewToken,
         refresh: Option<&NewToken>,
     ) -> StoreResult<bool> {
-        self.write(|tx| {
-            let redeemed = tx
-                .prepare_cached(
-                    "UPDATE grants SET code_used_at = ? WHERE id = ? AND code_used_at IS NULL AND revoked_at IS NULL",
-                )?
-                .execute(params![now, grant_id])?;
-            if redeemed != 1 {
-                return Ok(false);
-            }
-            insert_token(tx, "access_tokens", grant_id, access)?;
-            if let Some(refresh) = refresh {
-                insert_token(tx, "refresh_tokens", grant_id, refresh)?;
-            }
-            Ok(true)
-        })
-        .await
+        let write = TokenWrite::Redeem { grant_id, now, access: access.clone(), refresh: refresh.cloned() };
+        self.together.call(write).await?
     }
 
     async fn revoke_grant(&self, grant_id: i64, now: Timestamp) -> StoreResult<()> {
@@ -861,23 +937,9 @@ impl Store for SqliteStore {
         access: &NewToken,
         refresh: &NewToken,
     ) -> StoreResult<bool> {
-        self.write(|tx| {
-            let grant_id: Option<i64> = tx
-                .prepare_cached(
-                    "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL \
-                     AND (SELECT revoked_at FROM grants g WHERE g.id = refresh_tokens.grant_id) IS NULL \
-                     RETURNING grant_id",
-                )?
-                .query_row(params![now, old_hash], |r| r.get(0))
-                .optional()?;
-            let Some(grant_id) = grant_id else {
-                return Ok(false);
-            };
-            insert_token(tx, "access_tokens", grant_id, access)?;
-            insert_token(tx, "refresh_tokens", grant_id, refresh)?;
-            Ok(true)
-        })
-        .await
+        let write =
+            TokenWrite::Rotate { old_hash: old_hash.to_vec(), now, access: access.clone(), refresh: refresh.clone() };
+        self.together.call(write).await?
     }
 
     async fn throttle_counts(&self, keys: &[String]) -> StoreResult<Vec<(String, ThrottleCount)>> {
@@ -980,5 +1042,82 @@ impl Store for SqliteStore {
         let mut conn = self.inner.writer.lock().await;
         drop(WriteTransaction::begin(&mut conn).await?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(hash: u8) -> NewToken {
+        NewToken { hash: vec![hash; 32], scope: "openid".into(), expires_at: 2_000_000_000 }
+    }
+
+    /// A store with a user, a client and `grants` unredeemed codes; the grants' ids.
+    async fn store_with_codes(dir: &Path, grants: u8) -> (SqliteStore, Vec<i64>) {
+        let store = SqliteStore::open(&dir.join("postern.db")).await.unwrap();
+        let user = NewUser {
+            username: "xena".into(),
+            display_name: "Xena".into(),
+            email: None,
+            email_verified: false,
+            groups: vec![],
+            password_hash: String::new(),
+        };
+        let user = store.create_user(user, 1).await.unwrap();
+        let client = Client {
+            id: "hub".into(),
+            name: "Hub".into(),
+            secret_hash: None,
+            redirect_uris: vec!["https://hub.example/cb".into()],
+            post_logout_redirect_uris: vec![],
+            scopes: vec!["openid".into()],
+            public: true,
+            groups_claim: false,
+            require_pkce: true,
+            refresh_tokens: true,
+            source: ClientSource::Cli,
+        };
+        store.upsert_client(&client, 1).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..grants {
+            let grant = NewGrant {
+                client_id: "hub".into(),
+                user_id: user.id,
+                scope: "openid".into(),
+                nonce: None,
+                auth_time: 1,
+                redirect_uri: "https://hub.example/cb".into(),
+                code_challenge: None,
+                code_hash: vec![i; 32],
+                code_expires_at: 2_000_000_000,
+            };
+            ids.push(store.create_grant(&grant, 1).await.unwrap());
+        }
+        (store, ids)
+    }
+
+    #[tokio::test]
+    async fn writes_committed_together_answer_as_each_would_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, grants) = store_with_codes(dir.path(), 2).await;
+        let redeem = |grant_id, hash| TokenWrite::Redeem { grant_id, now: 5, access: token(hash), refresh: None };
+        // The same code twice in one batch: the first redeems it, the second finds it used.
+        let answers =
+            commit_together(Arc::clone(&store.inner), vec![redeem(grants[0], 1), redeem(grants[0], 2)]).await.unwrap();
+        let answers: Vec<bool> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers, [true, false]);
+        assert!(store.access_token(&[1; 32], 5).await.unwrap().is_some());
+        assert!(store.access_token(&[2; 32], 5).await.unwrap().is_none(), "the loser inserted nothing");
+
+        // One write of a batch failing (its token's hash is taken) fails alone, and leaves its code unused.
+        let answers =
+            commit_together(Arc::clone(&store.inner), vec![redeem(grants[1], 1), redeem(grants[0], 3)]).await.unwrap();
+        assert!(answers[0].is_err(), "a duplicate token hash is refused");
+        assert!(!answers[1].as_ref().unwrap(), "the other write is answered as alone");
+        let (grant, _) = store.grant_by_code(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(grant.code_used_at, None, "the failed write is rolled back");
+        assert!(store.redeem_code(grants[1], 6, &token(4), Some(&token(5))).await.unwrap());
+        assert!(store.refresh_token(&[5; 32]).await.unwrap().is_some());
     }
 }
