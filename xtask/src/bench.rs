@@ -121,6 +121,8 @@ struct ScenarioResult {
     p99_ms: f64,
     max_ms: f64,
     server_cpu: f64,
+    /// PostgreSQL's CPU meanwhile (every process of its cluster), for Postern on PostgreSQL.
+    database_cpu: Option<f64>,
     /// Resident memory right after the run.
     server_rss_mib: f64,
 }
@@ -194,6 +196,8 @@ struct Target {
     metrics: Option<String>,
     /// Postern's PostgreSQL database, when it runs on one.
     database: Option<String>,
+    /// That PostgreSQL cluster's postmaster.
+    postmaster: Option<u32>,
     child: Child,
     base: String,
     endpoints: Endpoints,
@@ -253,14 +257,43 @@ fn proc_status(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// `/proc/PID/stat`'s fields after the command name (which is in parentheses and may contain
+/// spaces), as numbers: 0 is the state (not a number), 1 the parent's pid, 11 and 12 user and system
+/// ticks, 13 and 14 those of the children it has reaped.
+fn proc_stat(pid: u32) -> Vec<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0)).collect()
+}
+
 /// User plus system CPU seconds of every thread of the process.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    let fields = proc_stat(pid);
+    fields.get(11..13).map_or(0.0, |t| t.iter().sum::<f64>()) / 100.0
+}
+
+/// CPU seconds of a PostgreSQL cluster: its postmaster, the backends and workers it runs, and those
+/// that have ended (their time is added to the postmaster's children's when it reaps them).
+fn cluster_cpu_seconds(postmaster: u32) -> f64 {
+    let own = proc_stat(postmaster).get(11..15).map_or(0.0, |t| t.iter().sum::<f64>()) / 100.0;
+    let children: f64 = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| proc_stat(pid).get(1) == Some(&f64::from(postmaster)))
+        .map(cpu_seconds)
+        .sum();
+    own + children
+}
+
+/// The pid of the postmaster serving `database` (the parent of its checkpointer).
+fn postmaster(database: &str) -> anyhow::Result<u32> {
+    let checkpointer: u32 = psql(database, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")?
+        .parse()
+        .context("PostgreSQL's checkpointer pid")?;
+    let parent = proc_stat(checkpointer).get(1).copied().unwrap_or(0.0);
+    ensure!(parent > 1.0, "PostgreSQL must run on this machine to measure its CPU");
+    Ok(parent as u32)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -299,7 +332,7 @@ async fn discover(
         userinfo: url("userinfo_endpoint")?,
         jwks: url("jwks_uri")?,
     };
-    Ok(Target { kind, label, metrics: None, database: None, child, base, endpoints, _dir: dir })
+    Ok(Target { kind, label, metrics: None, database: None, postmaster: None, child, base, endpoints, _dir: dir })
 }
 
 /// Postern on `store` (`postgres`: a new database on that server), with its metrics listener on.
@@ -361,7 +394,10 @@ async fn start_postern(
     };
     let mut target = discover(Kind::Postern, label, child, base, Some(dir)).await?;
     target.metrics = Some(format!("http://127.0.0.1:{metrics_port}/metrics"));
-    target.database = (store == Store::Postgres).then_some(database);
+    if store == Store::Postgres {
+        target.postmaster = Some(postmaster(&database)?);
+        target.database = Some(database);
+    }
     Ok(target)
 }
 
@@ -695,6 +731,7 @@ async fn run_scenario(
     workers: Vec<Worker>,
 ) -> anyhow::Result<ScenarioResult> {
     let cpu_before = cpu_seconds(target.pid());
+    let database_before = target.postmaster.map(cluster_cpu_seconds);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
@@ -720,6 +757,8 @@ async fn run_scenario(
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(target.pid()) - cpu_before;
+    let database_cpu =
+        target.postmaster.zip(database_before).map(|(pm, before)| (cluster_cpu_seconds(pm) - before) / wall);
     ensure!(!latencies.is_empty(), "{} {}: no request completed", target.name(), scenario.name());
     latencies.sort_unstable();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
@@ -733,6 +772,7 @@ async fn run_scenario(
         p99_ms: pick(0.99),
         max_ms: *latencies.last().unwrap() as f64 / 1000.0,
         server_cpu: cpu / wall,
+        database_cpu,
         server_rss_mib: proc_status(target.pid(), "VmRSS:"),
     })
 }
@@ -898,9 +938,17 @@ pub async fn run(root: &Path, options: Options) -> anyhow::Result<()> {
                     });
                 }
                 eprintln!(
-                    "{:<14} {:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  cpu {:.2}  \
+                    "{:<14} {:<24} c={:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  cpu {}  \
                      rss {:.1} MiB",
-                    r.server, r.scenario, c, r.throughput, r.p50_ms, r.p99_ms, r.max_ms, r.server_cpu, r.server_rss_mib
+                    r.server,
+                    r.scenario,
+                    c,
+                    r.throughput,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    cpu_cell(&r),
+                    r.server_rss_mib
                 );
                 results.push(r);
             }
@@ -1012,6 +1060,14 @@ fn print_table(r: &Report) {
     }
 }
 
+/// The server's CPU (cores), and PostgreSQL's beside it when it has one.
+fn cpu_cell(s: &ScenarioResult) -> String {
+    match s.database_cpu {
+        Some(db) => format!("{:.2} + {db:.2} db", s.server_cpu),
+        None => format!("{:.2}", s.server_cpu),
+    }
+}
+
 /// One Postern server's results beside the peer's.
 fn print_server_table(r: &Report, server: &str) {
     println!("\n{server}:\n");
@@ -1042,14 +1098,14 @@ fn print_server_table(r: &Report, server: &str) {
             None => Default::default(),
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
             s.scenario,
             s.concurrency,
             s.throughput,
             s.p50_ms,
             s.p99_ms,
             s.max_ms,
-            s.server_cpu,
+            cpu_cell(s),
             floor,
             peer_rate,
             peer_p99,
